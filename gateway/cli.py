@@ -1,0 +1,118 @@
+"""Command line: `gateway run|check|schema|demo` (also `python -m gateway`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import GatewayConfig, config_json_schema, load_config
+from gateway.errors import ConfigError, GatewayError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        return int(args.command(args))
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="poll the devices and publish until SIGTERM")
+    run.add_argument("--config", "-c", required=True, help="YAML config file")
+    run.set_defaults(command=_run)
+
+    check = commands.add_parser("check", help="validate a config without touching any device")
+    check.add_argument("--config", "-c", required=True, help="YAML config file")
+    check.add_argument("--plan", action="store_true", help="print each device's read plan")
+    check.set_defaults(command=_check)
+
+    schema = commands.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(command=_schema)
+
+    demo = commands.add_parser("demo", help="simulators + embedded broker + gateway, one process")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--mqtt-port", type=int, default=1883,
+                      help="port of the embedded broker on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--modbus-port", type=int, default=0,
+                      help="port of the Modbus simulator on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--influx-url", default=None,
+                      help="also write to this InfluxDB (env GATEWAY_DEMO_INFLUX_URL)")
+    demo.add_argument("--influx-api", default=None, choices=["v1", "v2"],
+                      help="API of that InfluxDB (env GATEWAY_DEMO_INFLUX_API, default v2)")
+    demo.add_argument("--no-live", action="store_true", help="no live table, only logs")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    tags = sum(len(getattr(d, "tags", [])) for d in config.devices)
+    sinks = [name for name in ("mqtt", "influxdb") if getattr(config.sinks, name) is not None]
+    print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} device(s), "
+          f"{tags} tag(s), sinks: {', '.join(sinks)}")
+    if args.plan:
+        _print_plans(config)
+    return 0
+
+
+def _print_plans(config: GatewayConfig) -> None:
+    from gateway.runtime import build_drivers
+
+    for driver in build_drivers(config):
+        print(driver.describe_plan())
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    return asyncio.run(_run_until_signal(config))
+
+
+async def _run_until_signal(config: GatewayConfig) -> int:
+    from gateway.runtime import Gateway
+
+    stop = stop_on_signals()
+    await Gateway(config).run(stop)
+    logging.getLogger("gateway").info("stopped cleanly")
+    return 0
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (a second signal of either kind still stops)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(args))

@@ -1,0 +1,354 @@
+"""The configuration: pydantic models mirroring the YAML one-to-one, and loading with errors
+that name the key path and the line of every problem."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path as Path_
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from drivers.base import DeviceConfig
+from gateway.errors import ConfigError, ConfigProblem
+from gateway.units import Duration, Size
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors everywhere in the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BufferConfig(StrictModel):
+    path: str = Field("./data/buffer.db", description="SQLite file of the store-and-forward buffer")
+    max_size: Size = Field(2**30, gt=0, description="Oldest readings are dropped past this size, "
+                           "and counted (e.g. 512MiB, 1GiB)")
+    sync: Literal["process", "power"] = Field(
+        "process", description="process: survive a gateway crash; power: fsync every batch to "
+        "survive a power cut (slower)")
+
+
+class HttpConfig(StrictModel):
+    listen: str = Field("127.0.0.1:8080", description="host:port of /healthz, /metrics, /api/tags")
+    enabled: bool = True
+
+
+class GatewaySettings(StrictModel):
+    id: str = Field(min_length=1, pattern=r"^[^/#+\s]+$",
+                    description="Identifies this gateway in topics and tags")
+    site: str = Field("", description="ISA-95 site")
+    buffer: BufferConfig = Field(default_factory=BufferConfig)  # type: ignore[arg-type]
+    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    shutdown_timeout: Duration = Field(
+        10.0, description="On SIGTERM, how long the sinks may take to flush")
+
+
+class MqttSinkConfig(StrictModel):
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
+    client_id: str | None = Field(None, description="Defaults to shopfloor-<gateway id>")
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = Field(None, description="CA file for mqtts://")
+    cert: str | None = Field(None, description="Client certificate file for mqtts://")
+    key: str | None = Field(None, description="Client key file for mqtts://")
+    insecure: bool = Field(False, description="mqtts:// without hostname verification")
+    qos: Literal[0, 1] = 1
+    retain: bool = True
+    topic: str = Field("{site}/{area}/{line}/{device}/{tag}",
+                       description="Placeholders: {gateway} {site} {area} {line} {device} {tag}")
+    keepalive: Duration = 30.0
+    batch_size: int = Field(1000, gt=0, le=60000,
+                            description="Readings per batch awaited for PUBACKs together")
+    max_queued_messages: int = Field(
+        20000, gt=0, le=65000,
+        description="Cap on paho's in-flight queue (paho silently loses QoS 1 past 65,535)")
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        return url
+
+    @field_validator("username", "client_id", "ca", "cert", "key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class InfluxSinkConfig(StrictModel):
+    url: str = Field("http://127.0.0.1:8086", description="http(s)://host:port")
+    api: Literal["v1", "v2"] = Field("v2", description="v2: InfluxDB 2.x/3.x/1.8+ and compatible "
+                                     "(token, org, bucket); v1: InfluxDB 1.x (database, ...)")
+    token: SecretStr | None = None
+    org: str = "factory"
+    bucket: str = "telemetry"
+    database: str = Field("telemetry", description="v1 only")
+    retention_policy: str | None = Field(None, description="v1 only")
+    username: str | None = Field(None, description="v1 only")
+    password: SecretStr | None = Field(None, description="v1 only")
+    batch_size: int = Field(5000, gt=0, description="Readings per write")
+    flush_interval: Duration = Field(1.0, gt=0, description="Longest wait before a partial batch")
+    timeout: Duration = Field(10.0, gt=0, description="HTTP timeout of one write")
+    verify_ssl: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+    @field_validator("token", "password", "username", "retention_policy", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class SinksConfig(StrictModel):
+    mqtt: MqttSinkConfig | None = None
+    influxdb: InfluxSinkConfig | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> SinksConfig:
+        if self.mqtt is None and self.influxdb is None:
+            raise ValueError("configure at least one sink (mqtt or influxdb)")
+        return self
+
+
+class GatewayConfig(StrictModel):
+    """The whole file. `devices` hold each driver's own config model (validated by the driver)."""
+
+    gateway: GatewaySettings
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    sinks: SinksConfig
+
+    @model_validator(mode="after")
+    def _unique_device_names(self) -> GatewayConfig:
+        names = [device.name for device in self.devices]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate device names: {', '.join(duplicates)}")
+        return self
+
+
+class _RawGatewayConfig(StrictModel):
+    """First pass: everything but the devices, which each driver validates itself."""
+
+    gateway: GatewaySettings
+    devices: list[dict[str, Any]] = Field(default_factory=list)
+    sinks: SinksConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML with line numbers, ${ENV} substitution, every error with key path and line.
+
+Path = tuple[str | int, ...]
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, substitute and validate a config file; raise `ConfigError` listing every problem."""
+    source = str(path)
+    try:
+        text = Path_(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read file: {exc.strerror}")], source) from exc
+    return parse_config(text, source, os.environ if env is None else env)
+
+
+def parse_config(text: str, source: str = "<config>",
+                 env: Mapping[str, str] | None = None) -> GatewayConfig:
+    problems: list[ConfigProblem] = []
+    data, lines = _parse_yaml(text, source)
+    data = _substitute_env(data, (), os.environ if env is None else env, lines, problems)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("", "the file must be a mapping with gateway, devices "
+                                         "and sinks", 1)], source)
+    raw = _validate(_RawGatewayConfig, data, (), lines, problems)
+    devices = _validate_devices(data.get("devices"), lines, problems)
+    if raw is not None and not problems:
+        try:
+            return GatewayConfig(gateway=raw.gateway, devices=devices, sinks=raw.sinks)
+        except ValidationError as exc:
+            problems += _problems_from(exc, (), lines)
+    problems.sort(key=lambda problem: problem.line or 0)
+    raise ConfigError(problems, source)
+
+
+def _validate_devices(raw_devices: Any, lines: dict[Path, int],
+                      problems: list[ConfigProblem]) -> list[DeviceConfig]:
+    from drivers.registry import DriverNotFound, load_driver
+
+    devices: list[DeviceConfig] = []
+    if not isinstance(raw_devices, list):
+        return devices  # the first pass reported it
+    for index, raw in enumerate(raw_devices):
+        where: Path = ("devices", index)
+        if not isinstance(raw, dict) or not isinstance(raw.get("driver"), str):
+            continue  # the first pass reported it (or `driver` is missing: reported below)
+        try:
+            driver = load_driver(raw["driver"])
+        except DriverNotFound as exc:
+            problems.append(_problem((*where, "driver"), str(exc), lines))
+            continue
+        device = _validate(driver.config_model, raw, where, lines, problems)
+        if device is not None:
+            devices.append(device)
+    names = [d.get("name") for d in raw_devices if isinstance(d, dict)]
+    for index, name in enumerate(names):
+        if name is not None and names.index(name) != index:
+            problems.append(_problem(("devices", index, "name"),
+                                     f"duplicate device name {name!r}", lines))
+    return devices
+
+
+def _validate(model: type[M], data: Any, where: Path, lines: dict[Path, int],
+              problems: list[ConfigProblem]) -> M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems += _problems_from(exc, where, lines)
+        return None
+
+
+def _problems_from(exc: ValidationError, where: Path,
+                   lines: dict[Path, int]) -> list[ConfigProblem]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = (*where, *(part for part in error["loc"] if not _is_union_branch(part)))
+        problems.append(_problem(loc, _message(error), lines))
+    return problems
+
+
+def _is_union_branch(part: str | int) -> bool:
+    # pydantic adds the tried type ("int", "function-after[...]") to loc inside unions.
+    return isinstance(part, str) and (part in {"int", "float", "str", "bool", "none"}
+                                      or "[" in part)
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _problem(loc: Path, message: str, lines: dict[Path, int]) -> ConfigProblem:
+    return ConfigProblem(_dotted(loc), message, _line_of(loc, lines))
+
+
+def _dotted(loc: Path) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(loc: Path, lines: dict[Path, int]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError([ConfigProblem("", f"YAML syntax: {exc.problem}", line)],
+                          source) from exc
+    if node is None:
+        raise ConfigError([ConfigProblem("", "the file is empty", 1)], source)
+    lines: dict[Path, int] = {}
+    problems: list[ConfigProblem] = []
+    data = _from_node(node, (), lines, problems)
+    if problems:
+        raise ConfigError(problems, source)
+    return data, lines
+
+
+def _from_node(node: yaml.Node, path: Path, lines: dict[Path, int],
+               problems: list[ConfigProblem]) -> Any:
+    """Plain data from a YAML node, recording the line of every key and item on the way."""
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            child = (*path, key)
+            if key in result:
+                problems.append(ConfigProblem(_dotted(child), "duplicate key",
+                                              key_node.start_mark.line + 1))
+            lines[child] = key_node.start_mark.line + 1
+            result[key] = _from_node(value_node, child, lines, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_from_node(item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+
+
+def _substitute_env(data: Any, path: Path, env: Mapping[str, str], lines: dict[Path, int],
+                    problems: list[ConfigProblem]) -> Any:
+    """Replace `${NAME}` and `${NAME:-default}` in every string value from the environment."""
+    if isinstance(data, dict):
+        return {k: _substitute_env(v, (*path, k), env, lines, problems) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_env(v, (*path, i), env, lines, problems) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match[1], match[2]
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(_problem(path, f"environment variable {name} is not set "
+                                 f"(use ${{{name}:-default}} for an optional one)", lines))
+        return ""
+
+    return _ENV_REFERENCE.sub(replace, data)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the file, with each installed driver's device model (for editors)."""
+    from drivers.registry import available_drivers, load_driver
+
+    models = [load_driver(name).config_model for name in available_drivers()]
+    device_type: Any = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
+    schema_model = create_model(
+        "GatewayConfig", __base__=StrictModel,
+        gateway=(GatewaySettings, ...),
+        devices=(list[device_type], Field(default_factory=list)),
+        sinks=(SinksConfig, ...),
+    )
+    return schema_model.model_json_schema()

@@ -1,0 +1,221 @@
+"""The supervisor: one task per device (poll on its own schedule), one per sink (deliver from
+the buffer), all in one TaskGroup; SIGTERM stops polling, flushes within a deadline, and exits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from drivers.base import Driver
+from drivers.registry import load_driver
+from gateway.backoff import Backoff
+from gateway.buffer import DurableBuffer
+from gateway.config import GatewayConfig
+from gateway.errors import DeviceUnreachable, SinkError
+from gateway.metrics import COUNTERS
+from gateway.models import Reading, bad_reading
+from gateway.pipeline import DeadbandFilter
+from gateway.sinks import DeviceContext, Sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TagState:
+    """The latest reading of every tag, for the live view and the status API."""
+
+    latest: dict[tuple[str, str], Reading] = field(default_factory=dict)
+
+    def update(self, readings: Sequence[Reading]) -> None:
+        for reading in readings:
+            self.latest[(reading.device, reading.tag)] = reading
+
+
+def device_contexts(config: GatewayConfig) -> dict[str, DeviceContext]:
+    return {d.name: DeviceContext(gateway=config.gateway.id, site=config.gateway.site,
+                                  area=d.area, line=d.line, device=d.name)
+            for d in config.devices}
+
+
+def build_sinks(config: GatewayConfig) -> list[Sink]:
+    """The sinks the config names, each knowing every device's context."""
+    contexts = device_contexts(config)
+    sinks: list[Sink] = []
+    if config.sinks.mqtt is not None:
+        from gateway.sinks.mqtt import MqttSink
+        sinks.append(MqttSink(config.sinks.mqtt, config.gateway.id, config.gateway.site,
+                              contexts))
+    if config.sinks.influxdb is not None:
+        from gateway.sinks.influx import InfluxSink
+        sinks.append(InfluxSink(config.sinks.influxdb, contexts))
+    return sinks
+
+
+def build_drivers(config: GatewayConfig) -> list[Driver]:
+    return [load_driver(d.driver)(d) for d in config.devices if d.enabled]
+
+
+class Gateway:
+    """Runs the whole job until `stop` is set."""
+
+    def __init__(self, config: GatewayConfig, sinks: Sequence[Sink] | None = None,
+                 drivers: Sequence[Driver] | None = None) -> None:
+        self.config = config
+        self.sinks = list(build_sinks(config) if sinks is None else sinks)
+        self.drivers = list(build_drivers(config) if drivers is None else drivers)
+        self.tags = TagState()
+        self.buffer: DurableBuffer | None = None
+        self._new_data: dict[str, asyncio.Event] = {}
+        self._polling_done = asyncio.Event()
+        self._appended = 0
+        deadbands = {(drv.name, tag): band for drv in self.drivers
+                     for tag, band in drv.deadbands().items()}
+        self._filter = DeadbandFilter(deadbands)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.config.gateway.buffer
+        self.buffer = DurableBuffer(settings.path, [s.name for s in self.sinks],
+                                    settings.max_size, settings.sync)
+        self._new_data = {s.name: asyncio.Event() for s in self.sinks}
+        try:
+            for sink in self.sinks:
+                await sink.start()
+            await self._run_tasks(stop)
+        finally:
+            for sink in self.sinks:
+                await sink.close()
+            self.buffer.close()
+
+    async def _run_tasks(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            pollers = [group.create_task(self._run_device(d), name=f"device:{d.name}")
+                       for d in self.drivers]
+            senders = [group.create_task(self._deliver(s), name=f"sink:{s.name}")
+                       for s in self.sinks]
+            await stop.wait()
+            log.info("stopping: polling ends, flushing sinks (up to %.1fs)",
+                     self.config.gateway.shutdown_timeout)
+            for task in pollers:
+                task.cancel()
+            await asyncio.gather(*pollers, return_exceptions=True)
+            self._polling_done.set()
+            for event in self._new_data.values():
+                event.set()
+            _, pending = await asyncio.wait(senders or [asyncio.sleep(0)],
+                                            timeout=self.config.gateway.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("shutdown deadline reached; the unsent readings stay in the buffer")
+
+    # -- devices ---------------------------------------------------------------------------
+
+    async def _run_device(self, driver: Driver) -> None:
+        """Connect, poll until the device fails, then reconnect with backoff; forever."""
+        cap = float(getattr(driver.config, "reconnect_max_backoff", 30.0))
+        backoff = Backoff(initial=min(0.5, cap), cap=cap)
+        while True:
+            try:
+                await driver.connect()
+                log.info("%s: connected", driver.name)
+                await self._poll(driver, backoff)
+            except DeviceUnreachable as exc:
+                reason = str(exc)
+            except Exception as exc:  # a driver bug must not take the gateway down
+                log.exception("%s: unexpected driver error", driver.name)
+                reason = f"driver error: {type(exc).__name__}: {exc}"
+            COUNTERS.inc("gateway_device_errors_total", device=driver.name, kind="unreachable")
+            if backoff.attempts == 0:  # first failure since the last good read: report once
+                log.warning("%s: unreachable (%s); reconnecting with backoff", driver.name, reason)
+                self._publish(self._all_bad(driver, reason))
+            await driver.close()
+            await asyncio.sleep(backoff.next())
+
+    async def _poll(self, driver: Driver, backoff: Backoff) -> None:
+        """Read every `poll_interval` on a fixed grid (no drift); skip slots a slow read missed."""
+        interval = driver.config.poll_interval
+        next_at = time.monotonic()
+        while True:
+            started = time.monotonic()
+            readings = await driver.read()
+            backoff.reset()
+            COUNTERS.inc("gateway_device_polls_total", device=driver.name)
+            COUNTERS.inc("gateway_readings_total", len(readings), device=driver.name)
+            self._publish(readings)
+            next_at += interval
+            now = time.monotonic()
+            if now > next_at:
+                missed = int((now - next_at) // interval) + 1
+                COUNTERS.inc("gateway_poll_overruns_total", missed, device=driver.name)
+                log.debug("%s: read took %.3fs, skipping %d slot(s)", driver.name,
+                          now - started, missed)
+                next_at += missed * interval
+            await asyncio.sleep(next_at - now)
+
+    def _all_bad(self, driver: Driver, reason: str) -> list[Reading]:
+        units = driver.tag_units()
+        return [bad_reading(driver.name, tag, reason, units.get(tag)) for tag in driver.tag_names()]
+
+    def _publish(self, readings: Sequence[Reading]) -> None:
+        readings = self._filter.apply(readings)
+        if not readings:
+            return
+        self.tags.update(readings)
+        assert self.buffer is not None
+        self.buffer.append(readings)
+        self._appended += len(readings)
+        for event in self._new_data.values():
+            event.set()
+
+    # -- sinks -----------------------------------------------------------------------------
+
+    async def _deliver(self, sink: Sink) -> None:
+        """Send the sink's backlog oldest first; advance its cursor only after an ack."""
+        assert self.buffer is not None
+        new_data = self._new_data[sink.name]
+        batch_size = int(getattr(sink, "batch_size", 1000))
+        flush_interval = float(getattr(sink, "flush_interval", 0.0))
+        backoff = Backoff(initial=0.5, cap=30.0)
+        while True:
+            last_id, batch = self.buffer.read(sink.name, batch_size)
+            if not batch:
+                if self._polling_done.is_set():
+                    return
+                new_data.clear()
+                await new_data.wait()
+                continue
+            if len(batch) < batch_size and flush_interval > 0 and not self._polling_done.is_set():
+                await self._wait_for_more(new_data, flush_interval, batch_size - len(batch))
+                last_id, batch = self.buffer.read(sink.name, batch_size)
+            try:
+                await sink.send(batch)
+            except SinkError as exc:
+                delay = backoff.next()
+                COUNTERS.inc("gateway_sink_retries_total", sink=sink.name)
+                log.warning("%s: %s; retrying in %.1fs", sink.name, exc, delay)
+                if self._polling_done.is_set():
+                    return  # shutting down: the backlog stays in the buffer for the next start
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            self.buffer.ack(sink.name, last_id)
+
+    async def _wait_for_more(self, new_data: asyncio.Event, seconds: float, wanted: int) -> None:
+        """Wait until `wanted` more readings arrived or `seconds` passed (batching by size and
+        by interval)."""
+        deadline = time.monotonic() + seconds
+        target = self._appended + wanted
+        while ((remaining := deadline - time.monotonic()) > 0 and self._appended < target
+               and not self._polling_done.is_set()):
+            new_data.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(new_data.wait(), remaining)
+
+
+def buffer_status(buffer: DurableBuffer, sinks: Mapping[str, Sink]) -> dict[str, dict[str, float]]:
+    return {name: {"depth": buffer.depth(name), "oldest_age_s": buffer.oldest_unsent_age(name)}
+            for name in sinks}
