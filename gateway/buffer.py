@@ -70,8 +70,8 @@ class DurableBuffer:
                 "INSERT INTO readings (device, tag, value, quality, ts_us, unit, error) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         self.counters.inc("gateway_buffer_appended_total", len(rows))
-        if self.used_bytes() > self.max_size:
-            self._drop_oldest()
+        while self.used_bytes() > self.max_size and self._drop_oldest():
+            pass
 
     def read(self, sink: str, limit: int) -> tuple[int, list[Reading]]:
         """Up to `limit` readings after the sink's cursor, oldest first, and the last row id."""
@@ -119,12 +119,13 @@ class DurableBuffer:
         """Delete the rows every sink has delivered."""
         self._db.execute("DELETE FROM readings WHERE id <= (SELECT MIN(last_id) FROM cursors)")
 
-    def _drop_oldest(self) -> None:
-        """Free a tenth of the rows, oldest first, counting what each sink never sent."""
+    def _drop_oldest(self) -> bool:
+        """Free a tenth of the rows, oldest first, counting what each sink never sent.
+        False when there is nothing left to drop."""
         self._trim()
         count, first = self._db.execute("SELECT COUNT(*), MIN(id) FROM readings").fetchone()
         if not count:
-            return
+            return False
         cut = first + max(1, count // 10) - 1
         with self._db:
             self._db.execute("BEGIN")
@@ -137,6 +138,7 @@ class DurableBuffer:
                                 self.max_size, lost, sink)
             self._db.execute("DELETE FROM readings WHERE id <= ?", (cut,))
             self._db.execute("UPDATE cursors SET last_id = MAX(last_id, ?)", (cut,))
+        return True
 
 
 def _micros(ts: datetime) -> int:

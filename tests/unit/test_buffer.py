@@ -1,0 +1,127 @@
+"""The durable buffer: per-sink cursors, ack-only advance, trimming, bounded size."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.buffer import DurableBuffer
+from gateway.metrics import Counters
+from gateway.models import Quality, Reading
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
+
+
+def readings(count: int, start: int = 0) -> list[Reading]:
+    return [Reading(device="press-01", tag="counter", value=start + i,
+                    source_ts=T0 + timedelta(milliseconds=start + i)) for i in range(count)]
+
+
+def values(batch: list[Reading]) -> list[object]:
+    return [r.value for r in batch]
+
+
+def test_each_sink_reads_from_its_own_cursor(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"])
+    buffer.append(readings(10))
+    last, batch = buffer.read("mqtt", 4)
+    assert values(batch) == [0, 1, 2, 3]
+    buffer.ack("mqtt", last)
+    assert values(buffer.read("mqtt", 100)[1]) == list(range(4, 10))
+    assert values(buffer.read("influxdb", 100)[1]) == list(range(10))
+    assert buffer.depth("mqtt") == 6 and buffer.depth("influxdb") == 10
+
+
+def test_unacked_batch_is_read_again(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    buffer.append(readings(3))
+    first = buffer.read("mqtt", 10)
+    assert buffer.read("mqtt", 10) == first
+
+
+def test_cursors_and_rows_survive_a_reopen(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"])
+    buffer.append(readings(5))
+    buffer.ack("mqtt", buffer.read("mqtt", 2)[0])
+    buffer.close()
+    reopened = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"])
+    assert values(reopened.read("mqtt", 10)[1]) == [2, 3, 4]
+    assert values(reopened.read("influxdb", 10)[1]) == [0, 1, 2, 3, 4]
+
+
+def test_every_value_type_and_field_round_trips(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    original = [
+        Reading(device="d", tag="f", value=21.5, source_ts=T0, unit="degC"),
+        Reading(device="d", tag="i", value=-7, source_ts=T0),
+        Reading(device="d", tag="b", value=True, source_ts=T0),
+        Reading(device="d", tag="s", value="ABC-12", source_ts=T0),
+        Reading(device="d", tag="x", value=None, quality=Quality.BAD, source_ts=T0,
+                error="modbus exception 2"),
+    ]
+    buffer.append(original)
+    assert buffer.read("mqtt", 10)[1] == original
+
+
+def test_rows_acked_by_every_sink_are_trimmed(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["a", "b"])
+    buffer.append(readings(50))
+    for _ in range(20):
+        buffer.ack("a", buffer.read("a", 100)[0])
+    buffer.ack("b", buffer.read("b", 10)[0])
+    buffer.close()
+    reopened = DurableBuffer(tmp_path / "b.db", ["a", "b"])
+    count = reopened._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    assert count == 40
+
+
+def test_full_buffer_drops_oldest_and_counts_them(tmp_path: Path) -> None:
+    counters = Counters()
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"], max_size=256 * 1024, counters=counters)
+    for start in range(0, 20_000, 1000):
+        buffer.append(readings(1000, start))
+    assert buffer.used_bytes() <= 256 * 1024 + 64 * 1024
+    dropped = counters.get("gateway_buffer_dropped_total", sink="mqtt")
+    _, batch = buffer.read("mqtt", 100_000)
+    remaining = values(batch)
+    assert dropped > 0
+    assert len(remaining) + dropped == 20_000
+    assert remaining == list(range(20_000 - len(remaining), 20_000))  # only the oldest went
+
+
+def test_a_new_sink_starts_at_the_end(tmp_path: Path) -> None:
+    DurableBuffer(tmp_path / "b.db", ["mqtt"]).append(readings(5))
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"])
+    assert buffer.read("influxdb", 10)[1] == []
+    assert len(buffer.read("mqtt", 10)[1]) == 5
+
+
+def test_oldest_unsent_age_follows_the_cursor(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    assert buffer.oldest_unsent_age("mqtt") == 0.0
+    buffer.append(readings(1))
+    assert buffer.oldest_unsent_age("mqtt", now=T0 + timedelta(seconds=5)) == pytest.approx(5.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=10))
+def test_acked_batches_deliver_everything_once_in_order(tmp_path_factory: pytest.TempPathFactory,
+                                                        batch_sizes: list[int]) -> None:
+    buffer = DurableBuffer(tmp_path_factory.mktemp("b") / "b.db", ["s"])
+    start = 0
+    delivered: list[object] = []
+    for size in batch_sizes:
+        buffer.append(readings(size, start))
+        start += size
+        last, batch = buffer.read("s", 7)
+        delivered += values(batch)
+        buffer.ack("s", last)
+    while batch := buffer.read("s", 7)[1]:
+        delivered += values(batch)
+        buffer.ack("s", buffer.read("s", 7)[0])
+    assert delivered == list(range(start))
