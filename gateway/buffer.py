@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Quality, Reading
@@ -151,8 +152,7 @@ def _to_row(r: Reading) -> tuple[object, ...]:
             r.unit, r.error)
 
 
-def _from_row(row: tuple[object, ...]) -> Reading:
+def _from_row(row: tuple[Any, ...]) -> Reading:
     _, device, tag, value, quality, ts_us, unit, error = row
-    return Reading(device=device, tag=tag, value=json.loads(str(value)),
-                   quality=Quality(quality), unit=unit, error=error,
-                   source_ts=_EPOCH + timedelta(microseconds=int(str(ts_us))))
+    return Reading(device=device, tag=tag, value=json.loads(value), quality=Quality(quality),
+                   unit=unit, error=error, source_ts=_EPOCH + timedelta(microseconds=ts_us))

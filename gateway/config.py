@@ -52,8 +52,8 @@ class GatewaySettings(StrictModel):
     id: str = Field(min_length=1, pattern=r"^[^/#+\s]+$",
                     description="Identifies this gateway in topics and tags")
     site: str = Field("", description="ISA-95 site")
-    buffer: BufferConfig = Field(default_factory=BufferConfig)  # type: ignore[arg-type]
-    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     shutdown_timeout: Duration = Field(
         10.0, description="On SIGTERM, how long the sinks may take to flush")
 
@@ -167,7 +167,8 @@ Path = tuple[str | int, ...]
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(path: str | os.PathLike[str],
+                env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, substitute and validate a config file; raise `ConfigError` listing every problem."""
     source = str(path)
     try:
@@ -313,7 +314,7 @@ def _from_node(node: yaml.Node, path: Path, lines: dict[Path, int],
 
 
 def _scalar(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def _substitute_env(data: Any, path: Path, env: Mapping[str, str], lines: dict[Path, int],

@@ -105,8 +105,10 @@ class Gateway:
             self._polling_done.set()
             for event in self._new_data.values():
                 event.set()
-            _, pending = await asyncio.wait(senders or [asyncio.sleep(0)],
-                                            timeout=self.config.gateway.shutdown_timeout)
+            pending: set[asyncio.Task[None]] = set()
+            if senders:
+                _, pending = await asyncio.wait(senders,
+                                                timeout=self.config.gateway.shutdown_timeout)
             for task in pending:
                 task.cancel()
             if pending:

@@ -50,7 +50,7 @@ class Service:
         self.log_path = workdir / f"{name}.log"
 
     def start(self, ready: Callable[[], bool] | None = None, timeout: float = 30.0) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "ab")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.workdir, env=env, start_new_session=True)

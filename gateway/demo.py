@@ -1,0 +1,139 @@
+"""`gateway demo`: simulated machines, an embedded MQTT broker and the gateway in one process,
+with a live table of what arrives at the broker. Needs no external service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from gateway.cli import stop_on_signals
+from gateway.config import GatewayConfig, parse_config
+from gateway.runtime import Gateway
+
+log = logging.getLogger(__name__)
+DEMO_SITE = "demo"
+
+
+def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path,
+                influx_url: str | None = None, influx_api: str = "v2") -> dict[str, Any]:
+    """The demo's gateway config: every simulated machine, every tag of its register map."""
+    from simulators.modbus import register_map
+
+    devices = []
+    for machine in register_map():
+        devices.append({
+            "name": machine["name"], "driver": "modbus",
+            "area": machine.get("area", "demo"), "line": machine.get("line", "line-1"),
+            "poll_interval": "1s",
+            "connection": {"host": "127.0.0.1", "port": modbus_port,
+                           "unit_id": machine["unit_id"]},
+            "tags": machine["tags"],
+        })
+    sinks: dict[str, Any] = {"mqtt": {"url": mqtt_url, "qos": 1, "retain": True}}
+    if influx_url:
+        sinks["influxdb"] = {"url": influx_url, "api": influx_api, "database": "telemetry",
+                             "bucket": "telemetry", "org": "demo"}
+    return {"gateway": {"id": "demo-gw", "site": DEMO_SITE,
+                        "buffer": {"path": str(buffer_path)}, "shutdown_timeout": "3s"},
+            "devices": devices, "sinks": sinks}
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    from simulators.modbus import ModbusSimulator
+
+    from gateway.broker import EmbeddedBroker
+
+    influx_url = args.influx_url or os.environ.get("GATEWAY_DEMO_INFLUX_URL") or None
+    influx_api = args.influx_api or os.environ.get("GATEWAY_DEMO_INFLUX_API") or "v2"
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    try:
+        async with (EmbeddedBroker(port=args.mqtt_port) as broker,
+                    ModbusSimulator(port=args.modbus_port, seed=1) as simulator):
+            # Through YAML and the loader, so devices are validated exactly as `gateway run` does.
+            config = parse_config(yaml.safe_dump(demo_config(
+                simulator.port, broker.url, workdir / "buffer.db", influx_url, influx_api)),
+                "<demo>", {})
+            print(f"demo: Modbus simulator on 127.0.0.1:{simulator.port}, MQTT broker at "
+                  f"{broker.url}, {len(config.devices)} machines; Ctrl-C stops", flush=True)
+            async with _watch(broker.url) as seen:
+                await _run(config, args, seen)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, Any]) -> None:
+    gateway = Gateway(config)
+    stop = stop_on_signals()
+    if args.duration is not None:
+        asyncio.get_running_loop().call_later(args.duration, stop.set)
+    async with asyncio.TaskGroup() as group:
+        view = group.create_task(_live_view(seen, stop, live=not args.no_live))
+        await gateway.run(stop)
+        view.cancel()
+    print(f"demo: stopped; the broker received {seen['_count']} messages", flush=True)
+
+
+@contextlib.asynccontextmanager
+async def _watch(url: str) -> AsyncIterator[dict[str, Any]]:
+    """Subscribe to everything the gateway publishes, as any MQTT client would."""
+    host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+    seen: dict[str, Any] = {"_count": 0}
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with lock:
+            seen["_count"] += 1
+            with contextlib.suppress(ValueError):
+                seen[message.topic] = json.loads(message.payload)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gateway-demo-viewer")
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(f"{DEMO_SITE}/#", qos=0)
+    client.connect_async(host, int(port))
+    client.loop_start()
+    try:
+        yield seen
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def _live_view(seen: dict[str, Any], stop: asyncio.Event, live: bool) -> None:
+    interactive = live and sys.stdout.isatty()
+    while not stop.is_set():
+        await asyncio.sleep(1.0 if interactive else 5.0)
+        if interactive:
+            print("\x1b[2J\x1b[H" + _table(seen), flush=True)
+        else:
+            print(f"demo: {seen['_count']} messages received at the broker, "
+                  f"{len(seen) - 1} topics", flush=True)
+
+
+def _table(seen: dict[str, Any]) -> str:
+    rows = [f"{'topic':<58} {'value':>16} {'quality':<9} unit",
+            "-" * 92]
+    for topic in sorted(t for t in seen if not t.startswith("_")):
+        payload = seen[topic]
+        if not isinstance(payload, dict) or "quality" not in payload:
+            continue
+        value = payload.get("value")
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        rows.append(f"{topic:<58} {shown[:16]:>16} {payload['quality']:<9} "
+                    f"{payload.get('unit') or ''}")
+    rows.append(f"\n{seen['_count']} messages received at the broker. Ctrl-C stops.")
+    return "\n".join(rows)
