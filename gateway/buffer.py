@@ -27,7 +27,12 @@ CREATE TABLE IF NOT EXISTS readings (
     device TEXT NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, quality TEXT NOT NULL,
     ts_us INTEGER NOT NULL, unit TEXT, error TEXT
 );
-CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL,      -- delivered (acknowledged) up to here
+    inflight_id INTEGER NOT NULL,  -- a batch up to here was handed to the sink, maybe not acked
+    dropped INTEGER NOT NULL DEFAULT 0
+);
 """
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRIM_EVERY_ACKS = 20
@@ -52,9 +57,11 @@ class DurableBuffer:
         self.sinks = list(sinks)
         for sink in self.sinks:
             # A new sink starts at the current end: it does not replay history it never had.
-            self._db.execute("INSERT OR IGNORE INTO cursors VALUES (?, "
-                             "(SELECT COALESCE(MAX(id), 0) FROM readings))", (sink,))
+            self._db.execute("INSERT OR IGNORE INTO cursors (sink, last_id, inflight_id) "
+                             "SELECT ?, COALESCE(MAX(id), 0), COALESCE(MAX(id), 0) FROM readings",
+                             (sink,))
         self._acks = 0
+        self.unconfirmed_at_start = self._count_unconfirmed()
 
     def close(self) -> None:
         self._trim()
@@ -84,10 +91,17 @@ class DurableBuffer:
             return self.cursor(sink), []
         return rows[-1][0], [_from_row(row) for row in rows]
 
+    def mark_inflight(self, sink: str, last_id: int) -> None:
+        """The sink is about to send up to `last_id`: if the process dies before the ack, the
+        next start knows those readings may be delivered twice (and counts them)."""
+        self._db.execute("UPDATE cursors SET inflight_id = MAX(inflight_id, ?) WHERE sink = ?",
+                         (last_id, sink))
+
     def ack(self, sink: str, last_id: int) -> None:
         """The sink delivered everything up to `last_id`."""
-        self._db.execute("UPDATE cursors SET last_id = MAX(last_id, ?) WHERE sink = ?",
-                         (last_id, sink))
+        self._db.execute("UPDATE cursors SET last_id = MAX(last_id, ?), "
+                         "inflight_id = MAX(inflight_id, ?) WHERE sink = ?",
+                         (last_id, last_id, sink))
         self._acks += 1
         if self._acks % _TRIM_EVERY_ACKS == 0:
             self._trim()
@@ -110,6 +124,21 @@ class DurableBuffer:
             return 0.0
         now_us = _micros(now or datetime.now(UTC))
         return max(0.0, (now_us - int(row[0])) / 1e6)
+
+    def dropped(self, sink: str) -> int:
+        """Readings this sink lost to `max_size` over the buffer's whole life."""
+        row = self._db.execute("SELECT dropped FROM cursors WHERE sink = ?", (sink,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _count_unconfirmed(self) -> dict[str, int]:
+        """Per sink, readings sent before a crash whose ack never came: they will be sent again."""
+        rows = self._db.execute("SELECT sink, inflight_id - last_id FROM cursors").fetchall()
+        counts = {sink: int(n) for sink, n in rows if n > 0}
+        for sink, count in counts.items():
+            self.counters.inc("gateway_sink_possible_duplicates_total", count, sink=sink)
+            log.info("%s: %d readings were in flight at the last stop and are sent again "
+                     "(at-least-once)", sink, count)
+        return counts
 
     def used_bytes(self) -> int:
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
@@ -135,10 +164,13 @@ class DurableBuffer:
                                         (self.cursor(sink), cut)).fetchone()[0]
                 if lost:
                     self.counters.inc("gateway_buffer_dropped_total", lost, sink=sink)
+                    self._db.execute("UPDATE cursors SET dropped = dropped + ? WHERE sink = ?",
+                                     (lost, sink))
                     log.warning("buffer full (%d bytes): dropped %d oldest readings unsent to %s",
                                 self.max_size, lost, sink)
             self._db.execute("DELETE FROM readings WHERE id <= ?", (cut,))
-            self._db.execute("UPDATE cursors SET last_id = MAX(last_id, ?)", (cut,))
+            self._db.execute("UPDATE cursors SET last_id = MAX(last_id, ?), "
+                             "inflight_id = MAX(inflight_id, ?)", (cut, cut))
         return True
 
 
@@ -156,3 +188,24 @@ def _from_row(row: tuple[Any, ...]) -> Reading:
     _, device, tag, value, quality, ts_us, unit, error = row
     return Reading(device=device, tag=tag, value=json.loads(value), quality=Quality(quality),
                    unit=unit, error=error, source_ts=_EPOCH + timedelta(microseconds=ts_us))
+
+
+def buffer_report(path: str | Path, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per sink: backlog, age of the oldest unsent reading, drops, unconfirmed sends. Opens the
+    file read-only, so it works beside a running gateway (`gateway status`)."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        now_us = _micros(now or datetime.now(UTC))
+        report = []
+        for sink, last_id, inflight_id, dropped in db.execute(
+                "SELECT sink, last_id, inflight_id, dropped FROM cursors ORDER BY sink"):
+            depth, oldest = db.execute(
+                "SELECT COUNT(*), MIN(ts_us) FROM readings WHERE id > ?", (last_id,)).fetchone()
+            report.append({
+                "sink": sink, "depth": depth, "dropped": dropped,
+                "unconfirmed": max(0, inflight_id - last_id),
+                "oldest_unsent_age_s": round((now_us - oldest) / 1e6, 3) if oldest else 0.0,
+            })
+        return report
+    finally:
+        db.close()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--plan", action="store_true", help="print each device's read plan")
     check.set_defaults(command=_check)
 
+    status = commands.add_parser("status", help="show the buffer's backlog per sink")
+    status.add_argument("--config", "-c", required=True, help="YAML config file")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(command=_status)
+
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.set_defaults(command=_schema)
 
@@ -82,6 +88,27 @@ def _print_plans(config: GatewayConfig) -> None:
 
     for driver in build_drivers(config):
         print(driver.describe_plan())
+
+
+def _status(args: argparse.Namespace) -> int:
+    from gateway.buffer import buffer_report
+
+    config = load_config(args.config)
+    path = config.gateway.buffer.path
+    try:
+        report = buffer_report(path)
+    except sqlite3.Error as exc:
+        print(f"no buffer at {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"buffer {path}")
+    for row in report:
+        print(f"  {row['sink']:<10} backlog {row['depth']:>9}  oldest unsent "
+              f"{row['oldest_unsent_age_s']:>9.1f}s  dropped {row['dropped']:>7}  "
+              f"unconfirmed {row['unconfirmed']}")
+    return 0
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -193,6 +193,7 @@ class Gateway:
             if len(batch) < batch_size and flush_interval > 0 and not self._polling_done.is_set():
                 await self._wait_for_more(new_data, flush_interval, batch_size - len(batch))
                 last_id, batch = self.buffer.read(sink.name, batch_size)
+            self.buffer.mark_inflight(sink.name, last_id)
             try:
                 await sink.send(batch)
             except SinkError as exc:

@@ -125,3 +125,38 @@ def test_acked_batches_deliver_everything_once_in_order(tmp_path_factory: pytest
         delivered += values(batch)
         buffer.ack("s", buffer.read("s", 7)[0])
     assert delivered == list(range(start))
+
+
+def test_batch_in_flight_at_a_crash_is_resent_and_counted(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    buffer.append(readings(10))
+    last, _ = buffer.read("mqtt", 4)
+    buffer.mark_inflight("mqtt", last)  # then the process dies before the ack
+    counters = Counters()
+    reopened = DurableBuffer(tmp_path / "b.db", ["mqtt"], counters=counters)
+    assert reopened.unconfirmed_at_start == {"mqtt": 4}
+    assert counters.get("gateway_sink_possible_duplicates_total", sink="mqtt") == 4
+    assert values(reopened.read("mqtt", 100)[1]) == list(range(10))
+
+
+def test_dropped_count_is_kept_across_restarts(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"], max_size=128 * 1024)
+    for start in range(0, 10_000, 1000):
+        buffer.append(readings(1000, start))
+    dropped = buffer.dropped("mqtt")
+    assert dropped > 0
+    buffer.close()
+    assert DurableBuffer(tmp_path / "b.db", ["mqtt"]).dropped("mqtt") == dropped
+
+
+def test_report_reads_backlog_beside_a_writer(tmp_path: Path) -> None:
+    from gateway.buffer import buffer_report
+
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"])
+    buffer.append(readings(10))
+    buffer.ack("mqtt", buffer.read("mqtt", 10)[0])
+    report = {row["sink"]: row for row in buffer_report(tmp_path / "b.db",
+                                                        now=T0 + timedelta(seconds=60))}
+    assert report["mqtt"]["depth"] == 0
+    assert report["influxdb"]["depth"] == 10
+    assert report["influxdb"]["oldest_unsent_age_s"] == pytest.approx(60.0)
