@@ -74,6 +74,9 @@ class MqttSinkConfig(StrictModel):
     keepalive: Duration = 30.0
     batch_size: int = Field(1000, gt=0, le=60000,
                             description="Readings per batch awaited for PUBACKs together")
+    max_rate: float | None = Field(
+        None, gt=0, description="Readings per second this sink sends at most, so that a long "
+        "backlog replays without flooding the far side; unset: as fast as it acknowledges")
     max_queued_messages: int = Field(
         20000, gt=0, le=65000,
         description="Cap on paho's in-flight queue (paho silently loses QoS 1 past 65,535)")
@@ -110,6 +113,9 @@ class InfluxSinkConfig(StrictModel):
     batch_size: int = Field(5000, gt=0, description="Readings per write")
     flush_interval: Duration = Field(1.0, gt=0, description="Longest wait before a partial batch")
     timeout: Duration = Field(10.0, gt=0, description="HTTP timeout of one write")
+    max_rate: float | None = Field(
+        None, gt=0, description="Readings per second this sink sends at most, so that a long "
+        "backlog replays without flooding the far side; unset: as fast as it acknowledges")
     verify_ssl: bool = True
 
     @field_validator("url")

@@ -182,7 +182,9 @@ class Gateway:
         batch_size = int(getattr(sink, "batch_size", 1000))
         flush_interval = float(getattr(sink, "flush_interval", 0.0))
         backoff = Backoff(initial=0.5, cap=30.0)
+        pace = _Pace(self._max_rate(sink))
         while True:
+            await pace.wait()
             last_id, batch = self.buffer.read(sink.name, batch_size)
             if not batch:
                 if self._polling_done.is_set():
@@ -206,6 +208,11 @@ class Gateway:
                 continue
             backoff.reset()
             self.buffer.ack(sink.name, last_id)
+            pace.sent(len(batch))
+
+    def _max_rate(self, sink: Sink) -> float | None:
+        settings = getattr(self.config.sinks, sink.name, None)
+        return getattr(settings, "max_rate", None)
 
     async def _wait_for_more(self, new_data: asyncio.Event, seconds: float, wanted: int) -> None:
         """Wait until `wanted` more readings arrived or `seconds` passed (batching by size and
@@ -217,6 +224,23 @@ class Gateway:
             new_data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(new_data.wait(), remaining)
+
+
+class _Pace:
+    """Spaces batches so that a sink sends at most `rate` readings per second."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._not_before = 0.0
+
+    def sent(self, count: int) -> None:
+        if self.rate:
+            self._not_before = max(self._not_before, time.monotonic()) + count / self.rate
+
+    async def wait(self) -> None:
+        delay = self._not_before - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 def buffer_status(buffer: DurableBuffer, sinks: Mapping[str, Sink]) -> dict[str, dict[str, float]]:

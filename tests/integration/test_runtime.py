@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,7 +89,8 @@ gateway:
   buffer: {{path: {tmp_path / 'buffer.db'}}}
   shutdown_timeout: 2s
 sinks:
-  mqtt: {{}}
+  mqtt:
+    url: mqtt://127.0.0.1:1883
 """
 
 
@@ -169,3 +171,25 @@ async def test_stop_flushes_the_backlog_then_returns(tmp_path: Path) -> None:
     await run_for(gateway, 0.5)
     assert time.monotonic() - started < 3
     assert [r.value for r in sink.received] == list(range(1, len(driver.reads) + 1))
+
+
+async def test_replay_after_an_outage_respects_the_rate_limit(tmp_path: Path) -> None:
+    driver = ScriptedDriver("plc", 0.005)
+    sink = ListSink(fail_first=1)
+    sink.name = "mqtt"
+    sink.batch_size = 10
+    config = parse_config(gateway_config(tmp_path) + "    max_rate: 100\n", env={})
+    sent_at: list[float] = []
+    original_send = sink.send
+
+    async def timed_send(readings: Sequence[Reading]) -> None:
+        await original_send(readings)
+        sent_at.append(time.monotonic())
+
+    sink.send = timed_send  # type: ignore[method-assign]
+    await run_for(Gateway(config, [sink], [driver]), 2.0)
+    # About 100 readings/s arrive; however big the backlog after the failed first send,
+    # batches of 10 go out no faster than one per 100 ms.
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert len(sent_at) >= 5
+    assert min(gaps) >= 0.09, gaps
