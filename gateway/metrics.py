@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as _Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
 
 
 class Counters:
@@ -31,3 +35,41 @@ class Counters:
 
 
 COUNTERS = Counters()
+
+# Help texts of the counters the gateway increments (anything else is exported as untyped help).
+COUNTER_HELP = {
+    "gateway_device_polls_total": "Completed polls per device",
+    "gateway_device_errors_total": "Device errors by kind (unreachable, exception, malformed, ...)",
+    "gateway_readings_total": "Readings produced per device",
+    "gateway_poll_overruns_total": "Poll slots skipped because a read took longer than the interval",
+    "gateway_buffer_appended_total": "Readings written to the durable buffer",
+    "gateway_buffer_dropped_total": "Readings dropped unsent because the buffer reached max_size",
+    "gateway_sink_sent_total": "Readings delivered and acknowledged per sink",
+    "gateway_sink_failures_total": "Failed deliveries per sink",
+    "gateway_sink_retries_total": "Batches retried per sink",
+    "gateway_sink_dropped_total": "Readings a sink dropped because the far side rejected them",
+    "gateway_sink_possible_duplicates_total": "Readings re-sent after a crash (at-least-once)",
+}
+
+
+class CountersCollector:
+    """Exports `Counters` to a prometheus-client registry."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily] = {}
+        for (name, labels), value in sorted(self.counters.snapshot().items()):
+            base = name.removesuffix("_total")
+            if base not in families:
+                families[base] = CounterMetricFamily(
+                    base, COUNTER_HELP.get(name, name), labels=[k for k, _ in labels])
+            families[base].add_metric([v for _, v in labels], value)
+        yield from families.values()
+
+
+def new_registry(counters: Counters = COUNTERS) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(CountersCollector(counters))  # type: ignore[arg-type]
+    return registry

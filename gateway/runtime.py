@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from prometheus_client import Histogram
 
 from drivers.base import Driver
 from drivers.registry import load_driver
@@ -20,8 +22,22 @@ from gateway.metrics import COUNTERS
 from gateway.models import Reading, bad_reading
 from gateway.pipeline import DeadbandFilter
 from gateway.sinks import DeviceContext, Sink
+from gateway.status import StatusServer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceHealth:
+    """When a device last answered, and why it did not since."""
+
+    interval: float
+    last_ok: float | None = None  # time.monotonic() of the last good read
+    error: str | None = None
+
+    def healthy(self, now: float, missed_cycles: int = 3) -> bool:
+        return (self.error is None and self.last_ok is not None
+                and now - self.last_ok <= missed_cycles * self.interval + 1.0)
 
 
 @dataclass
@@ -68,7 +84,12 @@ class Gateway:
         self.sinks = list(build_sinks(config) if sinks is None else sinks)
         self.drivers = list(build_drivers(config) if drivers is None else drivers)
         self.tags = TagState()
+        self.health = {d.name: DeviceHealth(d.config.poll_interval) for d in self.drivers}
+        self.read_seconds = Histogram(
+            "gateway_read_seconds", "Duration of one poll of a device", ["device"],
+            registry=None, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.buffer: DurableBuffer | None = None
+        self.status_server: StatusServer | None = None
         self._new_data: dict[str, asyncio.Event] = {}
         self._polling_done = asyncio.Event()
         self._appended = 0
@@ -81,11 +102,17 @@ class Gateway:
         self.buffer = DurableBuffer(settings.path, [s.name for s in self.sinks],
                                     settings.max_size, settings.sync)
         self._new_data = {s.name: asyncio.Event() for s in self.sinks}
+        self.status_server = None
         try:
             for sink in self.sinks:
                 await sink.start()
+            if self.config.gateway.http.enabled:
+                self.status_server = StatusServer(self, self.config.gateway.http.listen)
+                await self.status_server.start()
             await self._run_tasks(stop)
         finally:
+            if self.status_server is not None:
+                await self.status_server.close()
             for sink in self.sinks:
                 await sink.close()
             self.buffer.close()
@@ -131,6 +158,7 @@ class Gateway:
                 log.exception("%s: unexpected driver error", driver.name)
                 reason = f"driver error: {type(exc).__name__}: {exc}"
             COUNTERS.inc("gateway_device_errors_total", device=driver.name, kind="unreachable")
+            self.health[driver.name].error = reason
             if backoff.attempts == 0:  # first failure since the last good read: report once
                 log.warning("%s: unreachable (%s); reconnecting with backoff", driver.name, reason)
                 self._publish(self._all_bad(driver, reason))
@@ -144,6 +172,10 @@ class Gateway:
         while True:
             started = time.monotonic()
             readings = await driver.read()
+            now = time.monotonic()
+            self.read_seconds.labels(driver.name).observe(now - started)
+            health = self.health[driver.name]
+            health.last_ok, health.error = now, None
             backoff.reset()
             COUNTERS.inc("gateway_device_polls_total", device=driver.name)
             COUNTERS.inc("gateway_readings_total", len(readings), device=driver.name)
@@ -243,6 +275,3 @@ class _Pace:
             await asyncio.sleep(delay)
 
 
-def buffer_status(buffer: DurableBuffer, sinks: Mapping[str, Sink]) -> dict[str, dict[str, float]]:
-    return {name: {"depth": buffer.depth(name), "oldest_age_s": buffer.oldest_unsent_age(name)}
-            for name in sinks}

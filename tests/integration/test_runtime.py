@@ -88,6 +88,7 @@ gateway:
   id: test
   buffer: {{path: {tmp_path / 'buffer.db'}}}
   shutdown_timeout: 2s
+  http: {{listen: "127.0.0.1:0"}}
 sinks:
   mqtt:
     url: mqtt://127.0.0.1:1883
