@@ -41,7 +41,7 @@ COUNTER_HELP = {
     "gateway_device_polls_total": "Completed polls per device",
     "gateway_device_errors_total": "Device errors by kind (unreachable, exception, malformed, ...)",
     "gateway_readings_total": "Readings produced per device",
-    "gateway_poll_overruns_total": "Poll slots skipped because a read took longer than the interval",
+    "gateway_poll_overruns_total": "Poll slots skipped: a read took longer than the interval",
     "gateway_buffer_appended_total": "Readings written to the durable buffer",
     "gateway_buffer_dropped_total": "Readings dropped unsent because the buffer reached max_size",
     "gateway_sink_sent_total": "Readings delivered and acknowledged per sink",
@@ -71,5 +71,5 @@ class CountersCollector:
 
 def new_registry(counters: Counters = COUNTERS) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(CountersCollector(counters))  # type: ignore[arg-type]
+    registry.register(CountersCollector(counters))
     return registry
