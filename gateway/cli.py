@@ -12,16 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.config import GatewayConfig, config_json_schema, load_config
+from gateway.config import GatewayConfig, config_json_schema, config_secrets, load_config
 from gateway.errors import ConfigError, GatewayError
+from gateway.logs import configure_logging
 
 EXIT_CONFIG = 2
+log = logging.getLogger("gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    args.redacting = configure_logging(args.log_level, args.log_format)
     try:
         return int(args.command(args))
     except ConfigError as exc:
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one JSON object per line (for log shippers)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="poll the devices and publish until SIGTERM")
@@ -118,6 +121,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    args.redacting.secrets = sorted(config_secrets(config), key=len, reverse=True)
     return asyncio.run(_run_until_signal(config))
 
 
@@ -126,7 +130,7 @@ async def _run_until_signal(config: GatewayConfig) -> int:
 
     stop = stop_on_signals()
     await Gateway(config).run(stop)
-    logging.getLogger("gateway").info("stopped cleanly")
+    log.info("stopped cleanly")
     return 0
 
 

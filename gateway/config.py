@@ -359,3 +359,24 @@ def config_json_schema() -> dict[str, Any]:
         sinks=(SinksConfig, ...),
     )
     return schema_model.model_json_schema()
+
+
+def config_secrets(model: BaseModel) -> list[str]:
+    """Every secret value in a validated config (for log redaction)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(model)
+    return [secret for secret in found if secret]
