@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gateway import __version__
 from gateway.config import GatewayConfig, config_json_schema, config_secrets, load_config
@@ -51,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--plan", action="store_true", help="print each device's read plan")
     check.set_defaults(command=_check)
 
+    reload = commands.add_parser("reload", help="make a running gateway re-read its config")
+    reload.add_argument("--config", "-c", required=True, help="YAML config file")
+    reload.set_defaults(command=_reload)
+
     status = commands.add_parser("status", help="show the buffer's backlog per sink")
     status.add_argument("--config", "-c", required=True, help="YAML config file")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -89,7 +94,7 @@ def _check(args: argparse.Namespace) -> int:
 def _print_plans(config: GatewayConfig) -> None:
     from gateway.runtime import build_drivers
 
-    for driver in build_drivers(config):
+    for driver in build_drivers(config.devices):
         print(driver.describe_plan())
 
 
@@ -114,6 +119,26 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(args: argparse.Namespace) -> int:
+    """Ask the gateway's status server (same config) to reload; prints what changed."""
+    import urllib.error
+    import urllib.request
+
+    config = load_config(args.config)
+    url = f"http://{config.gateway.http.listen}/api/reload"
+    try:
+        request = urllib.request.Request(url, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            result = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        result = json.loads(exc.read() or b"{}")
+    except OSError as exc:
+        print(f"no gateway answers at {url}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0 if result.get("ok") else 1
+
+
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_json_schema(), indent=2))
     return 0
@@ -122,14 +147,23 @@ def _schema(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     args.redacting.secrets = sorted(config_secrets(config), key=len, reverse=True)
-    return asyncio.run(_run_until_signal(config))
+    return asyncio.run(_run_until_signal(config, args.config))
 
 
-async def _run_until_signal(config: GatewayConfig) -> int:
+async def _run_until_signal(config: GatewayConfig, path: str) -> int:
     from gateway.runtime import Gateway
 
     stop = stop_on_signals()
-    await Gateway(config).run(stop)
+    gateway = Gateway(config, config_path=path)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:
+        task = asyncio.create_task(gateway.reload_from_file())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    await gateway.run(stop)
     log.info("stopped cleanly")
     return 0
 

@@ -16,6 +16,10 @@ class DeadbandFilter:
         self._deadbands = dict(deadbands)
         self._last: dict[tuple[str, str], Reading] = {}
 
+    def set_deadbands(self, deadbands: Mapping[tuple[str, str], float]) -> None:
+        self._deadbands = dict(deadbands)
+        self._last = {key: r for key, r in self._last.items() if key in self._deadbands}
+
     def apply(self, readings: Sequence[Reading]) -> list[Reading]:
         if not self._deadbands:
             return list(readings)

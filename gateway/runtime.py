@@ -7,17 +7,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Histogram
 
-from drivers.base import Driver
+from drivers.base import DeviceConfig, Driver
 from drivers.registry import load_driver
 from gateway.backoff import Backoff
 from gateway.buffer import DurableBuffer
-from gateway.config import GatewayConfig
-from gateway.errors import DeviceUnreachable, SinkError
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError, DeviceUnreachable, SinkError
 from gateway.metrics import COUNTERS
 from gateway.models import Reading, bad_reading
 from gateway.pipeline import DeadbandFilter
@@ -50,6 +51,10 @@ class TagState:
         for reading in readings:
             self.latest[(reading.device, reading.tag)] = reading
 
+    def forget(self, device: str) -> None:
+        for key in [key for key in self.latest if key[0] == device]:
+            del self.latest[key]
+
 
 def device_contexts(config: GatewayConfig) -> dict[str, DeviceContext]:
     return {d.name: DeviceContext(gateway=config.gateway.id, site=config.gateway.site,
@@ -71,20 +76,21 @@ def build_sinks(config: GatewayConfig) -> list[Sink]:
     return sinks
 
 
-def build_drivers(config: GatewayConfig) -> list[Driver]:
-    return [load_driver(d.driver)(d) for d in config.devices if d.enabled]
+def build_drivers(devices: Iterable[DeviceConfig]) -> list[Driver]:
+    return [load_driver(d.driver)(d) for d in devices if d.enabled]
 
 
 class Gateway:
     """Runs the whole job until `stop` is set."""
 
     def __init__(self, config: GatewayConfig, sinks: Sequence[Sink] | None = None,
-                 drivers: Sequence[Driver] | None = None) -> None:
+                 drivers: Sequence[Driver] | None = None, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.sinks = list(build_sinks(config) if sinks is None else sinks)
-        self.drivers = list(build_drivers(config) if drivers is None else drivers)
+        self.drivers = list(build_drivers(config.devices) if drivers is None else drivers)
         self.tags = TagState()
-        self.health = {d.name: DeviceHealth(d.config.poll_interval) for d in self.drivers}
+        self.health: dict[str, DeviceHealth] = {}
         self.read_seconds = Histogram(
             "gateway_read_seconds", "Duration of one poll of a device", ["device"],
             registry=None, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -93,6 +99,8 @@ class Gateway:
         self._new_data: dict[str, asyncio.Event] = {}
         self._polling_done = asyncio.Event()
         self._appended = 0
+        self._group: asyncio.TaskGroup | None = None
+        self._pollers: dict[str, asyncio.Task[None]] = {}
         deadbands = {(drv.name, tag): band for drv in self.drivers
                      for tag, band in drv.deadbands().items()}
         self._filter = DeadbandFilter(deadbands)
@@ -119,16 +127,16 @@ class Gateway:
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
-            pollers = [group.create_task(self._run_device(d), name=f"device:{d.name}")
-                       for d in self.drivers]
+            self._group = group
+            for driver in self.drivers:
+                self._start_device(driver)
             senders = [group.create_task(self._deliver(s), name=f"sink:{s.name}")
                        for s in self.sinks]
             await stop.wait()
             log.info("stopping: polling ends, flushing sinks (up to %.1fs)",
                      self.config.gateway.shutdown_timeout)
-            for task in pollers:
-                task.cancel()
-            await asyncio.gather(*pollers, return_exceptions=True)
+            for name in list(self._pollers):
+                await self._stop_device(name)
             self._polling_done.set()
             for event in self._new_data.values():
                 event.set()
@@ -141,10 +149,72 @@ class Gateway:
             if pending:
                 log.warning("shutdown deadline reached; the unsent readings stay in the buffer")
 
+    async def reload_from_file(self) -> dict[str, Any]:
+        """Re-read the config file (SIGHUP, `gateway reload`); an invalid file is refused with
+        its errors and the running config stays."""
+        if self.config_path is None:
+            return {"ok": False, "errors": ["this gateway was not started from a file"]}
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays:\n%s", exc.render())
+            return {"ok": False, "errors": [str(p) for p in exc.problems]}
+        return {"ok": True, "changes": await self.reload(config)}
+
+    def _start_device(self, driver: Driver) -> None:
+        assert self._group is not None
+        self.health[driver.name] = DeviceHealth(driver.config.poll_interval)
+        self._pollers[driver.name] = self._group.create_task(
+            self._run_device(driver), name=f"device:{driver.name}")
+
+    async def _stop_device(self, name: str) -> None:
+        task = self._pollers.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def reload(self, config: GatewayConfig) -> dict[str, list[str]]:
+        """Apply a new config's devices without a restart: removed ones stop, added ones start,
+        changed ones restart. Buffered readings are untouched. Changes to `gateway` or `sinks`
+        need a restart (logged)."""
+        old = {d.name: d for d in self.config.devices}
+        new = {d.name: d for d in config.devices}
+        changes = {
+            "added": [n for n in new if n not in old],
+            "removed": [n for n in old if n not in new],
+            "changed": [n for n in new if n in old and new[n] != old[n]],
+        }
+        for name in changes["removed"] + changes["changed"]:
+            if name in self._pollers:
+                await self._stop_device(name)
+            self.health.pop(name, None)
+            self.tags.forget(name)
+        if config.gateway != self.config.gateway or config.sinks != self.config.sinks:
+            log.warning("reload: changes to the gateway or sinks sections apply after a restart")
+        self.config = self.config.model_copy(update={"devices": config.devices})
+        contexts = device_contexts(self.config)
+        for sink in self.sinks:
+            sink.contexts = contexts
+        started = build_drivers(new[n] for n in changes["added"] + changes["changed"])
+        self.drivers = [d for d in self.drivers if d.name not in old.keys() - new.keys()
+                        and d.name not in changes["changed"]] + started
+        self._filter.set_deadbands({(d.name, tag): band for d in self.drivers
+                                    for tag, band in d.deadbands().items()})
+        for driver in started:
+            self._start_device(driver)
+        log.info("reload: added %s, removed %s, changed %s", changes["added"] or "none",
+                 changes["removed"] or "none", changes["changed"] or "none")
+        return changes
+
     # -- devices ---------------------------------------------------------------------------
 
     async def _run_device(self, driver: Driver) -> None:
-        """Connect, poll until the device fails, then reconnect with backoff; forever."""
+        """Connect, poll until the device fails, then reconnect with backoff; until cancelled."""
+        try:
+            await self._connect_and_poll(driver)
+        finally:
+            await driver.close()
+
+    async def _connect_and_poll(self, driver: Driver) -> None:
         cap = float(getattr(driver.config, "reconnect_max_backoff", 30.0))
         backoff = Backoff(initial=min(0.5, cap), cap=cap)
         while True:

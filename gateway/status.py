@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+from http import HTTPStatus
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 log = logging.getLogger(__name__)
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 class StatusServer:
@@ -48,10 +48,15 @@ class StatusServer:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             method, path = request.split(b" ", 2)[:2]
-            status, content_type, body = self._route(method.decode(), path.decode())
-            head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
-                    "Connection: close\r\n\r\n")
+            if (method, path.split(b"?")[0]) == (b"POST", b"/api/reload"):
+                result = await self.gateway.reload_from_file()
+                status = 200 if result["ok"] else 400
+                content_type, body = "application/json", _json(result)
+            else:
+                status, content_type, body = self._route(method.decode(), path.decode())
+            head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                    "Cache-Control: no-store\r\nConnection: close\r\n\r\n")
             writer.write(head.encode() + (body if method != b"HEAD" else b""))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
