@@ -75,7 +75,7 @@ def running_gateway(tmp_path: Path, hoststats_plugin: None) -> Iterator[tuple[Pa
     port = free_port()
     config = tmp_path / "gateway.yaml"
     config.write_text(config_text(tmp_path, port, ["box-a"]))
-    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "gateway.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -138,7 +138,7 @@ def test_sighup_applies_added_and_removed_devices(running_gateway: tuple[Path, i
 
 def test_reload_command_refuses_an_invalid_config(running_gateway: tuple[Path, int, Any],
                                                   tmp_path: Path) -> None:
-    config, port, proc = running_gateway
+    config, port, _proc = running_gateway
     good = config.read_text()
     config.write_text(good.replace("metric: load1", "metric: nonsense"))
     result = gateway_cli("reload", "--config", str(config))
