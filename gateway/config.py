@@ -88,6 +88,13 @@ class MqttSinkConfig(StrictModel):
             raise ValueError("must start with mqtt:// or mqtts://")
         return url
 
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, template: str) -> str:
+        from gateway.sinks.topics import validate_topic_template
+
+        return validate_topic_template(template)
+
     @field_validator("username", "client_id", "ca", "cert", "key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

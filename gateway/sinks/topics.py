@@ -1,0 +1,69 @@
+"""MQTT topics and payloads (pure): the topic template of the config and the JSON payload."""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+from collections.abc import Mapping
+
+from gateway.models import Quality, Reading
+
+PLACEHOLDERS = frozenset({"gateway", "site", "area", "line", "device", "tag"})
+_ILLEGAL = str.maketrans({"+": "_", "#": "_", "/": "_", "\x00": "_"})
+
+
+def validate_topic_template(template: str) -> str:
+    """The template itself, or ValueError naming an unknown placeholder or a wildcard."""
+    try:
+        fields = [name for _, name, spec, _ in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"invalid topic template: {exc}") from None
+    unknown = sorted(set(fields) - PLACEHOLDERS)
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use "
+                         + " ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
+    if "{tag}" not in template:
+        raise ValueError("the topic template needs {tag} (one topic per tag)")
+    if "+" in template or "#" in template:
+        raise ValueError("a topic cannot contain the wildcards + or #")
+    return template
+
+
+def level(value: str) -> str:
+    """One topic level: characters MQTT reserves (and `/` inside a name) become `_`."""
+    return value.translate(_ILLEGAL)
+
+
+def render_topic(template: str, values: Mapping[str, str]) -> str:
+    """The template with every placeholder filled; empty levels (an unset area, say) are left
+    out rather than producing `site//line`."""
+    topic = template.format_map({k: level(v) for k, v in values.items()})
+    return "/".join(part for part in topic.split("/") if part)
+
+
+def status_topic(site: str, gateway: str) -> str:
+    return render_topic("{site}/_gateway/{gateway}/status", {"site": site, "gateway": gateway})
+
+
+def format_ts(reading: Reading) -> str:
+    return reading.source_ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def encode_payload(reading: Reading) -> bytes:
+    """`{"value": 21.5, "quality": "good", "ts": "...Z", "unit": "degC"}`; `unit` only when
+    set, `error` only on a reading that has one. JSON has no NaN or infinity: such a value is
+    sent as null with quality bad."""
+    value = reading.value
+    quality = reading.quality
+    error = reading.error
+    if isinstance(value, float) and not math.isfinite(value):
+        value, quality, error = None, Quality.BAD, error or f"not a number ({reading.value})"
+    payload: dict[str, object] = {"value": value, "quality": quality.value,
+                                  "ts": format_ts(reading)}
+    if reading.unit is not None:
+        payload["unit"] = reading.unit
+    if error is not None:
+        payload["error"] = error
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

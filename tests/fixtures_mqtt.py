@@ -1,0 +1,136 @@
+"""A real mosquitto on a free loopback port, and an MQTT subscriber that collects messages."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.procs import Service, free_port
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+class Mosquitto:
+    """mosquitto with persistence in a temp dir, so that a kill and restart on the same port
+    keeps retained messages and queued QoS 1 sessions, as a production broker would."""
+
+    def __init__(self, workdir: Path, extra_config: str = "") -> None:
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.url = f"mqtt://{self.host}:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+            # The default (1000) drops QoS 0 messages to slow subscribers; tests count every one.
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            "log_dest stdout\n" + extra_config)
+        self.service = Service("mosquitto", [MOSQUITTO, "-c", str(conf)], self.port, workdir)
+
+    def start(self) -> None:
+        self.service.start()
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def kill(self) -> None:
+        self.service.kill()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def fresh_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of the test's own, for tests that kill or restart it."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: Any
+    retain: bool
+
+
+class MqttCollector:
+    """A paho subscriber that records every message on a topic filter."""
+
+    def __init__(self, host: str, port: int, topic: str = "#", qos: int = 1) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=f"collector-{id(self)}")
+        self._client.on_connect = lambda c, *_: c.subscribe(topic, qos)
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.connect(host, port)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise TimeoutError("collector could not subscribe")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            payload: Any = json.loads(msg.payload)
+        except ValueError:
+            payload = msg.payload
+        with self._lock:
+            self.messages.append(Message(msg.topic, payload, bool(msg.retain)))
+
+    def snapshot(self) -> list[Message]:
+        with self._lock:
+            return list(self.messages)
+
+    def on(self, topic: str) -> list[Message]:
+        return [m for m in self.snapshot() if m.topic == topic]
+
+    def wait_for(self, predicate: Callable[[list[Message]], bool], timeout: float = 10.0,
+                 what: str = "messages") -> list[Message]:
+        """Blocking: do not call from a coroutine whose loop must keep running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            messages = self.snapshot()
+            if predicate(messages):
+                return messages
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                             f"got {len(self.snapshot())} messages")
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@pytest.fixture
+def mqtt_collector() -> Iterator[Callable[..., MqttCollector]]:
+    collectors: list[MqttCollector] = []
+
+    def make(host: str, port: int, topic: str = "#", qos: int = 1) -> MqttCollector:
+        collector = MqttCollector(host, port, topic, qos)
+        collectors.append(collector)
+        return collector
+
+    yield make
+    for collector in collectors:
+        collector.close()

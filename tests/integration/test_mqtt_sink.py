@@ -1,0 +1,201 @@
+"""The MQTT sink against a real mosquitto: wire format, acknowledgements, outages, status."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import MqttSinkConfig
+from gateway.errors import SinkError
+from gateway.metrics import Counters
+from gateway.models import Quality, Reading
+from gateway.sinks import DeviceContext
+from gateway.sinks.mqtt import MqttSink
+from tests.fixtures_mqtt import Message, Mosquitto, MqttCollector
+
+pytestmark = pytest.mark.integration
+TS = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
+CONTEXTS = {"press-01": DeviceContext("edge-01", "jeonju", "stamping", "line-1", "press-01")}
+
+
+def make_sink(url: str, counters: Counters | None = None, **settings: Any) -> MqttSink:
+    config = MqttSinkConfig(url=url, **settings)
+    return MqttSink(config, "edge-01", "jeonju", CONTEXTS, counters or Counters())
+
+
+def counter_readings(count: int, start: int = 0) -> list[Reading]:
+    return [Reading(device="press-01", tag="cycle_counter", value=start + i,
+                    source_ts=TS + timedelta(milliseconds=i)) for i in range(count)]
+
+
+async def connected(sink: MqttSink, timeout: float = 10.0) -> MqttSink:
+    await sink.start()
+    deadline = time.monotonic() + timeout
+    while not sink.connected:
+        if time.monotonic() > deadline:
+            raise AssertionError("sink did not connect")
+        await asyncio.sleep(0.02)
+    return sink
+
+
+async def until(collector: MqttCollector, predicate: Callable[[list[Message]], bool],
+                seconds: float = 10.0) -> list[Message]:
+    return await asyncio.to_thread(collector.wait_for, predicate, seconds)
+
+
+async def test_payload_and_topic_follow_the_wire_contract(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/stamping/#")
+    sink = await connected(make_sink(mosquitto.url))
+    try:
+        await sink.send([
+            Reading(device="press-01", tag="oil_temperature", value=21.5, source_ts=TS,
+                    unit="degC"),
+            Reading(device="press-01", tag="door_open", value=None, quality=Quality.BAD,
+                    source_ts=TS, error="modbus exception 2 (illegal data address)"),
+        ])
+        messages = await until(collector, lambda m: len(m) >= 2)
+    finally:
+        await sink.close()
+    by_topic = {m.topic: m for m in messages}
+    temperature = by_topic["jeonju/stamping/line-1/press-01/oil_temperature"]
+    assert temperature.payload == {"value": 21.5, "quality": "good",
+                                   "ts": "2026-11-24T01:02:03.123456Z", "unit": "degC"}
+    door = by_topic["jeonju/stamping/line-1/press-01/door_open"].payload
+    assert door["quality"] == "bad" and door["error"].startswith("modbus exception 2")
+
+
+async def test_qos1_send_returns_after_every_puback_and_all_arrive(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/+/+/press-01/cycle_counter")
+    counters = Counters()
+    sink = await connected(make_sink(mosquitto.url, counters, retain=False))
+    try:
+        await sink.send(counter_readings(1000))
+        assert counters.get("gateway_sink_sent_total", sink="mqtt") == 1000
+        messages = await until(collector, lambda m: len(m) >= 1000)
+    finally:
+        await sink.close()
+    assert sorted(m.payload["value"] for m in messages) == list(range(1000))
+    assert not any(m.retain for m in messages)
+
+
+async def test_qos0_and_retain(mosquitto: Mosquitto,
+                               mqtt_collector: Callable[..., MqttCollector]) -> None:
+    sink = await connected(make_sink(mosquitto.url, qos=0, retain=True,
+                                     topic="qos0/{device}/{tag}"))
+    try:
+        await sink.send(counter_readings(5))
+    finally:
+        await sink.close()
+    # A subscriber arriving later still gets the last value, retained.
+    late = mqtt_collector(mosquitto.host, mosquitto.port, "qos0/#")
+    [message] = await until(late, lambda m: len(m) >= 1)
+    assert message.retain and message.payload["value"] == 4
+
+
+async def test_small_paho_queue_still_delivers_everything(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "capped/#")
+    sink = await connected(make_sink(mosquitto.url, max_queued_messages=10, retain=False,
+                                     topic="capped/{device}/{tag}"))
+    try:
+        await sink.send(counter_readings(1000))
+        messages = await until(collector, lambda m: len(m) >= 1000)
+    finally:
+        await sink.close()
+    assert sorted(m.payload["value"] for m in messages) == list(range(1000))
+
+
+async def test_status_is_online_on_connect_and_offline_on_clean_close(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/_gateway/#")
+    sink = await connected(make_sink(mosquitto.url))
+    await until(collector, lambda m: any(x.payload["state"] == "online" for x in m))
+    await sink.close()
+    messages = await until(collector, lambda m: m[-1].payload["state"] == "offline")
+    online = next(m for m in messages if m.payload["state"] == "online")
+    assert online.topic == "jeonju/_gateway/edge-01/status" and online.retain is False
+    online = online.payload
+    assert online["gateway"] == "edge-01" and online["since"].endswith("Z")
+
+
+def test_last_will_marks_a_killed_gateway_offline(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector],
+        tmp_path: Path) -> None:
+    script = tmp_path / "publisher.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio
+        from gateway.config import MqttSinkConfig
+        from gateway.sinks.mqtt import MqttSink
+
+        async def main():
+            sink = MqttSink(MqttSinkConfig(url="{mosquitto.url}", keepalive=1,
+                                           client_id="will-test"), "will-gw", "jeonju", {{}})
+            await sink.start()
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ})
+    try:
+        collector = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/_gateway/will-gw/#")
+        collector.wait_for(lambda m: bool(m) and m[-1].payload["state"] == "online", 15)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        # The broker publishes the will after 1.5 keepalives without a packet.
+        collector.wait_for(lambda m: m[-1].payload["state"] == "offline", 10, "the last will")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_send_fails_fast_when_the_broker_is_down(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "never-started")
+    sink = make_sink(broker.url)
+    await sink.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="not connected"):
+            await sink.send(counter_readings(3))
+        assert time.monotonic() - started < 1
+    finally:
+        await sink.close()
+
+
+async def test_sink_reconnects_after_the_broker_is_killed_and_restarted(
+        fresh_mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    sink = await connected(make_sink(fresh_mosquitto.url))
+    try:
+        await sink.send(counter_readings(10))
+        fresh_mosquitto.kill()
+        with pytest.raises(SinkError):
+            for _ in range(50):
+                await sink.send(counter_readings(10))
+                await asyncio.sleep(0.1)
+        fresh_mosquitto.start()
+        collector = mqtt_collector(fresh_mosquitto.host, fresh_mosquitto.port,
+                                   "jeonju/+/+/press-01/cycle_counter")
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                await sink.send(counter_readings(10, start=100))
+                break
+            except SinkError:
+                assert time.monotonic() < deadline, "the sink never reconnected"
+                await asyncio.sleep(0.2)
+        messages = await until(collector, lambda m: any(x.payload["value"] == 109 for x in m))
+        assert {m.payload["value"] for m in messages} >= set(range(100, 110))
+    finally:
+        await sink.close()
