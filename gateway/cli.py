@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="poll the devices and publish until SIGTERM")
     run.add_argument("--config", "-c", required=True, help="YAML config file")
+    run.add_argument("--live", action="store_true", help="show a live table of the values")
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check", help="validate a config without touching any device")
@@ -147,10 +148,10 @@ def _schema(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     args.redacting.secrets = sorted(config_secrets(config), key=len, reverse=True)
-    return asyncio.run(_run_until_signal(config, args.config))
+    return asyncio.run(_run_until_signal(config, args.config, args.live))
 
 
-async def _run_until_signal(config: GatewayConfig, path: str) -> int:
+async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False) -> int:
     from gateway.runtime import Gateway
 
     stop = stop_on_signals()
@@ -163,7 +164,15 @@ async def _run_until_signal(config: GatewayConfig, path: str) -> int:
         task.add_done_callback(reloads.discard)
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
-    await gateway.run(stop)
+    if not live:
+        await gateway.run(stop)
+    else:
+        from gateway.live import live_view
+
+        async with asyncio.TaskGroup() as group:
+            view = group.create_task(live_view(gateway, stop))
+            await gateway.run(stop)
+            view.cancel()
     log.info("stopped cleanly")
     return 0
 

@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import yaml
 
 from gateway.cli import stop_on_signals
 from gateway.config import GatewayConfig, parse_config
+from gateway.live import live_view
 from gateway.runtime import Gateway
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,26 @@ async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, 
     stop = stop_on_signals()
     if args.duration is not None:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
+
+    def footer() -> str:
+        return (f"{seen['_count']} messages received at the embedded broker "
+                f"({len(seen) - 1} topics). Ctrl-C stops.")
+
     async with asyncio.TaskGroup() as group:
-        view = group.create_task(_live_view(seen, stop, live=not args.no_live))
+        if args.no_live or not sys.stdout.isatty():
+            view = group.create_task(_log_progress(footer, stop))
+        else:
+            view = group.create_task(live_view(gateway, stop, footer))
         await gateway.run(stop)
         view.cancel()
     print(f"demo: stopped; the broker received {seen['_count']} messages", flush=True)
+
+
+async def _log_progress(footer: Callable[[], str], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
+        print(f"demo: {footer()}", flush=True)
 
 
 @contextlib.asynccontextmanager
@@ -111,29 +127,3 @@ async def _watch(url: str) -> AsyncIterator[dict[str, Any]]:
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-async def _live_view(seen: dict[str, Any], stop: asyncio.Event, live: bool) -> None:
-    interactive = live and sys.stdout.isatty()
-    while not stop.is_set():
-        await asyncio.sleep(1.0 if interactive else 5.0)
-        if interactive:
-            print("\x1b[2J\x1b[H" + _table(seen), flush=True)
-        else:
-            print(f"demo: {seen['_count']} messages received at the broker, "
-                  f"{len(seen) - 1} topics", flush=True)
-
-
-def _table(seen: dict[str, Any]) -> str:
-    rows = [f"{'topic':<58} {'value':>16} {'quality':<9} unit",
-            "-" * 92]
-    for topic in sorted(t for t in seen if not t.startswith("_")):
-        payload = seen[topic]
-        if not isinstance(payload, dict) or "quality" not in payload:
-            continue
-        value = payload.get("value")
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        rows.append(f"{topic:<58} {shown[:16]:>16} {payload['quality']:<9} "
-                    f"{payload.get('unit') or ''}")
-    rows.append(f"\n{seen['_count']} messages received at the broker. Ctrl-C stops.")
-    return "\n".join(rows)
