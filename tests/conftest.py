@@ -1,7 +1,24 @@
 """Fixtures that start real services live in the plugin modules below (one per service)."""
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
 pytest_plugins = [
     "tests.fixtures_mqtt",
     "tests.fixtures_influx",
     "tests.fixtures_modbus",
 ]
+
+
+@pytest.fixture(scope="session")
+def hoststats_plugin() -> None:
+    """The example plugin, installed the way an integrator's package would be."""
+    probe = [sys.executable, "-c", "import gateway_hoststats"]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
+                        str(ROOT / "examples" / "gateway-hoststats")], check=True)

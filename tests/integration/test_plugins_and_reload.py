@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +22,6 @@ from tests.procs import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def hoststats_plugin() -> None:
-    """The example plugin, installed the way an integrator's package would be."""
-    probe = [sys.executable, "-c", "import gateway_hoststats"]
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e",
-                        str(ROOT / "examples" / "gateway-hoststats")], check=True)
 
 
 def gateway_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -142,8 +134,14 @@ def test_reload_command_refuses_an_invalid_config(running_gateway: tuple[Path, i
     good = config.read_text()
     config.write_text(good.replace("metric: load1", "metric: nonsense"))
     result = gateway_cli("reload", "--config", str(config))
-    assert result.returncode == 1
-    assert "devices[0].tags[0].metric" in result.stdout
+    assert result.returncode == 2, "checked before the gateway is even asked"
+    assert "devices[0].tags[0].metric" in result.stderr
+    # The gateway itself refuses it too (as on SIGHUP), naming the errors.
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/reload", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 400
+    assert "devices[0].tags[0].metric" in json.loads(refused.value.read())["errors"][0]
     time.sleep(0.5)
     assert devices_seen(port) == {"box-a"}, "the old config keeps running"
     config.write_text(config_text(tmp_path, port, ["box-a", "box-z"]))
