@@ -33,6 +33,9 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {workdir}/\n"
+            # Save sessions every second, so that a SIGKILLed broker comes back with its
+            # subscribers' persistent sessions (the fault tests count every message).
+            "autosave_interval 1\n"
             # The default (1000) drops QoS 0 messages to slow subscribers; tests count every one.
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
@@ -76,12 +79,17 @@ class Message:
 class MqttCollector:
     """A paho subscriber that records every message on a topic filter."""
 
-    def __init__(self, host: str, port: int, topic: str = "#", qos: int = 1) -> None:
+    def __init__(self, host: str, port: int, topic: str = "#", qos: int = 1,
+                 persistent: bool = False) -> None:
+        """`persistent`: a session the broker keeps (and queues QoS 1 messages for) while this
+        subscriber is disconnected, e.g. across a broker restart."""
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"collector-{id(self)}")
+                                   client_id=f"collector-{id(self)}",
+                                   clean_session=not persistent)
+        self._client.reconnect_delay_set(min_delay=0.2, max_delay=1)
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -126,8 +134,9 @@ class MqttCollector:
 def mqtt_collector() -> Iterator[Callable[..., MqttCollector]]:
     collectors: list[MqttCollector] = []
 
-    def make(host: str, port: int, topic: str = "#", qos: int = 1) -> MqttCollector:
-        collector = MqttCollector(host, port, topic, qos)
+    def make(host: str, port: int, topic: str = "#", qos: int = 1,
+             persistent: bool = False) -> MqttCollector:
+        collector = MqttCollector(host, port, topic, qos, persistent)
         collectors.append(collector)
         return collector
 

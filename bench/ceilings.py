@@ -1,0 +1,69 @@
+"""The raw ceilings of the libraries on this machine, measured in the same run as the gateway so
+that the gateway can be reported as a ratio of them (absolute figures drift between machines)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+PAYLOAD = b'{"value":21.5,"quality":"good","ts":"2026-11-24T01:02:03.123456Z","unit":"degC"}'
+
+
+def paho_qos1_ceiling(host: str, port: int, messages: int = 50_000) -> float:
+    """Messages per second of a bare paho QoS 1 publish loop, counted to the last PUBACK."""
+    acked = threading.Event()
+    count = 0
+    lock = threading.Lock()
+
+    def on_publish(*_: object) -> None:
+        nonlocal count
+        with lock:
+            count += 1
+            if count == messages:
+                acked.set()
+
+    connected = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-paho-ceiling")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.on_connect = lambda *_: connected.set()
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        if not connected.wait(10):
+            raise RuntimeError("paho could not connect")
+        started = time.perf_counter()
+        for i in range(messages):
+            client.publish(f"bench/ceiling/{i % 100}", PAYLOAD, qos=1)
+        if not acked.wait(300):
+            raise RuntimeError(f"only {count} of {messages} acknowledged")
+        return messages / (time.perf_counter() - started)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def pymodbus_read_ceiling(host: str, port: int, device_id: int = 1, seconds: float = 5.0,
+                          count: int = 125) -> float:
+    """Requests per second of a bare pymodbus loop reading `count` holding registers."""
+    from pymodbus.client import ModbusTcpClient
+
+    client = ModbusTcpClient(host, port=port, timeout=2, retries=0)
+    if not client.connect():
+        raise RuntimeError("pymodbus could not connect")
+    try:
+        requests = 0
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            answer = client.read_holding_registers(0, count=count, device_id=device_id)
+            if answer.isError():
+                raise RuntimeError(f"read failed: {answer}")
+            requests += 1
+        return requests / (time.perf_counter() - started)
+    finally:
+        client.close()
