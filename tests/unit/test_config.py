@@ -109,7 +109,7 @@ def test_no_sink_at_all_is_an_error() -> None:
 def test_duplicate_device_names_are_rejected() -> None:
     device = MODBUS_DEVICE.split("\n", 1)[1]
     text = MINIMAL + "devices:\n" + device + device
-    assert (24, "devices[1].name") in problems_of(text)
+    assert (23, "devices[1].name") in problems_of(text)
 
 
 def test_duplicate_yaml_key_is_an_error() -> None:

@@ -1,0 +1,145 @@
+"""The Modbus driver (pymodbus 3.16): executes the read plan over TCP or RTU and decodes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
+from drivers.base import DeviceConfig, Driver
+from drivers.modbus.codec import apply_scale, decode_registers, is_finite
+from drivers.modbus.config import ModbusDeviceConfig, ModbusTag
+from drivers.modbus.planner import BIT_TABLES, ReadPlan, ReadRequest, TagSpan, plan_reads
+from gateway.errors import DecodeError, DeviceUnreachable
+from gateway.metrics import COUNTERS
+from gateway.models import Reading, bad_reading, utc_now
+
+log = logging.getLogger(__name__)
+
+EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                   4: "server device failure", 5: "acknowledge", 6: "server device busy",
+                   8: "memory parity error", 10: "gateway path unavailable",
+                   11: "gateway target device failed to respond"}
+_READ_METHOD = {"holding": "read_holding_registers", "input": "read_input_registers",
+                "coil": "read_coils", "discrete": "read_discrete_inputs"}
+
+
+class ModbusDriver(Driver):
+    config_model = ModbusDeviceConfig
+
+    def __init__(self, config: DeviceConfig) -> None:
+        super().__init__(config)
+        assert isinstance(config, ModbusDeviceConfig)
+        self.settings = config
+        self.tags = {tag.name: tag for tag in config.tags}
+        self.plan: ReadPlan = plan_reads(
+            (TagSpan(t.name, t.table, t.address, t.size) for t in config.tags),
+            max_gap=config.max_gap, max_registers=config.max_registers_per_read,
+            max_bits=config.max_bits_per_read)
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+
+    def tag_names(self) -> list[str]:
+        return list(self.tags)
+
+    def tag_units(self) -> dict[str, str | None]:
+        return {name: tag.unit for name, tag in self.tags.items()}
+
+    def deadbands(self) -> dict[str, float]:
+        return {n: t.deadband for n, t in self.tags.items() if t.deadband is not None}
+
+    def describe_plan(self) -> str:
+        conn = self.settings.connection
+        where = (f"tcp {conn.host}:{conn.port}" if conn.host else
+                 f"rtu {conn.serial} {conn.baudrate} {conn.bytesize}{conn.parity}{conn.stopbits}")
+        lines = [f"{self.name} ({where}, unit {conn.unit_id}): {len(self.tags)} tags in "
+                 f"{len(self.plan.requests)} request(s) per poll"]
+        return "\n".join([lines[0], *(f"  {line}" for line in self.plan.describe())])
+
+    async def connect(self) -> None:
+        conn = self.settings.connection
+        # pymodbus must neither reconnect nor retry on its own: the runtime reconnects with
+        # backoff, and retries would multiply the timeout of a device that is down.
+        common: dict[str, Any] = {"timeout": conn.timeout, "retries": 0, "reconnect_delay": 0}
+        if conn.host is not None:
+            self._client = AsyncModbusTcpClient(conn.host, port=conn.port, **common)
+            where = f"{conn.host}:{conn.port}"
+        else:
+            assert conn.serial is not None
+            self._client = AsyncModbusSerialClient(
+                conn.serial, baudrate=conn.baudrate, parity=conn.parity, stopbits=conn.stopbits,
+                bytesize=conn.bytesize, **common)
+            where = conn.serial
+        try:
+            connected = await self._client.connect()
+        except (OSError, ModbusException) as exc:
+            raise DeviceUnreachable(f"cannot connect to {where}: {exc}", self.name) from exc
+        if not connected:
+            raise DeviceUnreachable(f"cannot connect to {where}", self.name)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception as exc:  # close never raises
+                log.debug("%s: error while closing: %s", self.name, exc)
+
+    async def read(self) -> list[Reading]:
+        readings: list[Reading] = []
+        for request in self.plan.requests:
+            readings += await self._execute(request)
+        return readings
+
+    async def _execute(self, request: ReadRequest) -> list[Reading]:
+        if self._client is None or not self._client.connected:
+            raise DeviceUnreachable("not connected", self.name)
+        method = getattr(self._client, _READ_METHOD[request.table])
+        COUNTERS.inc("gateway_modbus_requests_total", device=self.name)
+        try:
+            answer = await method(request.start, count=request.count,
+                                  device_id=self.settings.connection.unit_id)
+        except ModbusException as exc:
+            raise DeviceUnreachable(f"no answer from unit {self.settings.connection.unit_id}: "
+                                    f"{exc}", self.name) from exc
+        arrived = utc_now()
+        if answer.isError():
+            code = getattr(answer, "exception_code", 0)
+            reason = f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
+            return self._all_bad(request, reason, "exception", arrived)
+        values = answer.bits if request.table in BIT_TABLES else answer.registers
+        if values is None or len(values) < request.count:
+            got = 0 if values is None else len(values)
+            reason = f"malformed answer: {got} of {request.count} values"
+            return self._all_bad(request, reason, "malformed", arrived)
+        return [self._reading(self.tags[span.name], values, request.start, arrived)
+                for span in request.tags]
+
+    def _reading(self, tag: ModbusTag, values: Sequence[Any], start: int,
+                 arrived: Any) -> Reading:
+        offset = tag.address - start
+        try:
+            if tag.table in BIT_TABLES:
+                value: Any = bool(values[offset])
+            else:
+                raw = decode_registers(values[offset:offset + tag.size], tag.type,
+                                       tag.byte_order, tag.word_order, bit=tag.bit,
+                                       length=tag.length)
+                value = apply_scale(raw, tag.scale, tag.offset)
+            if not is_finite(value):
+                raise DecodeError(f"not a number ({value})", self.name, tag.name)
+        except DecodeError as exc:
+            COUNTERS.inc("gateway_device_errors_total", device=self.name, kind="decode")
+            return bad_reading(self.name, tag.name, str(exc), tag.unit, arrived)
+        return Reading(device=self.name, tag=tag.name, value=value, source_ts=arrived,
+                       unit=tag.unit)
+
+    def _all_bad(self, request: ReadRequest, reason: str, kind: str,
+                 arrived: Any) -> list[Reading]:
+        COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=kind)
+        log.warning("%s: %s reading %s", self.name, reason, request.describe())
+        names = dict.fromkeys(span.name for span in request.tags)
+        return [bad_reading(self.name, name, reason, self.tags[name].unit, arrived)
+                for name in names]
