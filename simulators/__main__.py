@@ -1,0 +1,54 @@
+"""`python -m simulators`: simulated machines on real protocol ports until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from gateway.units import parse_duration
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (TCP)")
+    parser.add_argument("--modbus-port", type=int, default=5020,
+                        help="Modbus TCP port (0: any free port)")
+    parser.add_argument("--serial", default=None,
+                        help="serve Modbus RTU on this serial device instead of TCP")
+    parser.add_argument("--baudrate", type=int, default=19200)
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same values")
+    parser.add_argument("--tick", default="100ms", help="model update period")
+    parser.add_argument("--list", action="store_true", help="print the register map and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    if args.list:
+        from importlib.resources import files
+
+        print(files("simulators.modbus").joinpath("register_map.yaml").read_text())
+        return 0
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from simulators.modbus import ModbusSimulator
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    simulator = ModbusSimulator(host=args.host, port=args.modbus_port, seed=args.seed,
+                                tick=parse_duration(args.tick), serial_port=args.serial,
+                                baudrate=args.baudrate)
+    async with simulator:
+        where = args.serial or f"{args.host}:{simulator.port}"
+        print(f"modbus simulator: units {sorted(simulator.units)} on {where}", flush=True)
+        await stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

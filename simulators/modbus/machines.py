@@ -1,0 +1,111 @@
+"""Machine models (pure, deterministic under a seed): engineering values as a function of the
+simulated time. The register layout comes from register_map.yaml; these only say what the
+values are."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+import yaml
+
+Values = dict[str, Any]
+
+
+def register_map() -> list[dict[str, Any]]:
+    """The machines of register_map.yaml, each with unit_id, name, area, line and tags."""
+    text = files("simulators.modbus").joinpath("register_map.yaml").read_text()
+    return list(yaml.safe_load(text)["machines"])
+
+
+def _noise(seed: int, name: str, tick: int) -> random.Random:
+    # A fresh generator per tick: the values at a tick never depend on what was asked before.
+    return random.Random(f"{seed}:{name}:{tick}")
+
+
+def stamping_press(t: float, tick: int, seed: int, name: str) -> Values:
+    rng = _noise(seed, name, tick)
+    period, pause = 120.0, 10.0
+    running = (t % period) < period - pause
+    strokes_per_minute = 30
+    completed = int(t // period) * (period - pause) + min(t % period, period - pause)
+    cycles = int(completed * strokes_per_minute / 60)
+    door_open = not running and (t % period) > period - pause / 2
+    status = (1 if running else 0) | (8 if door_open else 0)
+    return {
+        "status_word": status, "running": running, "fault": False, "door_open": door_open,
+        "cycle_counter": cycles, "reject_counter": cycles // 97,
+        "oil_temperature": round(42.0 + 6.0 * math.sin(t / 300.0) + rng.uniform(-0.2, 0.2), 2),
+        "hydraulic_pressure": round((180.0 if running else 20.0) + rng.uniform(-1.5, 1.5), 2),
+        "motor_current": round((12.5 if running else 0.8) + rng.uniform(-0.3, 0.3), 2),
+        "strokes_per_minute": strokes_per_minute if running else 0,
+    }
+
+
+def injection_moulding(t: float, tick: int, seed: int, name: str) -> Values:
+    rng = _noise(seed, name, tick)
+    cycle_time = 24.5
+    shots = int(t // cycle_time)
+    phase = (t % cycle_time) / cycle_time
+    return {
+        "state": 2 if phase < 0.3 else (3 if phase < 0.8 else 4),  # inject, hold, cool
+        "barrel_zone_1": round(220.0 + rng.uniform(-0.8, 0.8), 2),
+        "barrel_zone_2": round(235.0 + rng.uniform(-0.8, 0.8), 2),
+        "barrel_zone_3": round(245.0 + rng.uniform(-0.8, 0.8), 2),
+        "injection_pressure": round(850.0 * math.exp(-3 * phase) + rng.uniform(0, 5), 1),
+        "cycle_time": cycle_time,
+        "shot_counter": shots,
+        "mould_id": 4711 - 5000,  # a negative id, as some PLCs store them
+        "recipe": f"PP-{17 + seed % 5}-BLK",
+        "energy_total": int(1_200_000_000 + t * 2_750),
+        "ambient_offset": -1250 + int(t) % 50,
+    }
+
+
+def packaging_line(t: float, tick: int, seed: int, name: str) -> Values:
+    rng = _noise(seed, name, tick)
+    speed = round(60.0 + 2.0 * math.sin(t / 60.0), 3)
+    packs = int(t * 1.0)
+    return {
+        "good_count": packs - packs // 50, "reject_count": packs // 50,
+        "speed": speed,
+        "energy_meter": round(15234.75 + t * 0.0042, 6),
+        "operating_seconds": 86_400 * 400 + int(t),
+        "film_tension": round(12.5 + rng.uniform(-0.05, 0.05), 4),
+        "motor_on": True, "conveyor_running": (int(t) // 30) % 10 != 9,
+        "jam_sensor": (int(t) // 30) % 10 == 9, "guard_closed": True,
+    }
+
+
+MODELS: dict[str, Callable[[float, int, int, str], Values]] = {
+    "stamping_press": stamping_press,
+    "injection_moulding": injection_moulding,
+    "packaging_line": packaging_line,
+}
+
+
+@dataclass
+class Machine:
+    """One simulated machine: its map entry and its model."""
+
+    name: str
+    unit_id: int
+    kind: str
+    tags: list[dict[str, Any]]
+    area: str = ""
+    line: str = ""
+    values: Values = field(default_factory=dict)
+
+    def update(self, t: float, tick: int, seed: int) -> Values:
+        self.values = MODELS[self.kind](t, tick, seed, self.name)
+        return self.values
+
+
+def load_machines() -> list[Machine]:
+    return [Machine(name=m["name"], unit_id=m["unit_id"], kind=m["kind"], tags=m["tags"],
+                    area=m.get("area", ""), line=m.get("line", ""))
+            for m in register_map()]

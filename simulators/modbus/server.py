@@ -1,0 +1,252 @@
+"""A Modbus TCP/RTU server (pymodbus 3.16) over the machine models, with fault switches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
+from simulators.modbus.encoding import to_registers
+from simulators.modbus.machines import Machine, load_machines
+
+log = logging.getLogger(__name__)
+TABLE_SIZE = 256
+FUNCTION_TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding",
+                   15: "coil", 16: "holding"}
+SEQUENCE_TAG = "poll_sequence"
+FAULT_KINDS = ("none", "silent", "delay", "exception", "drop", "short")
+
+
+@dataclass
+class Fault:
+    kind: str = "none"
+    seconds: float = 0.0
+    code: int = 4
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class _Unit:
+    """One machine's four tables, filled from its model through the register map."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.tables: dict[str, list[Any]] = {
+            "holding": [0] * TABLE_SIZE, "input": [0] * TABLE_SIZE,
+            "coil": [False] * TABLE_SIZE, "discrete": [False] * TABLE_SIZE}
+        self.sequence = 0
+        self.sequence_tag = next((t for t in machine.tags if t["name"] == SEQUENCE_TAG), None)
+
+    def store(self, values: dict[str, Any]) -> None:
+        for tag in self.machine.tags:
+            if tag["name"] in values:
+                self.write_tag(tag, values[tag["name"]])
+
+    def write_tag(self, tag: dict[str, Any], value: Any) -> None:
+        table = self.tables[tag["table"]]
+        if tag["table"] in ("coil", "discrete"):
+            table[tag["address"]] = bool(value)
+            return
+        if tag.get("bit") is not None:
+            return  # bits live in their status word, written as a whole
+        scale, offset = tag.get("scale", 1.0), tag.get("offset", 0.0)
+        if scale != 1 or offset != 0:
+            value = round((value - offset) / scale)
+        registers = to_registers(value, tag["type"], tag.get("byte_order", "big"),
+                                 tag.get("word_order", "big"), tag.get("length"))
+        table[tag["address"]:tag["address"] + len(registers)] = registers
+
+    def next_sequence(self, table: str, address: int, count: int) -> None:
+        """`poll_sequence` counts the reads that cover it: consecutive polls see n, n+1, ..."""
+        tag = self.sequence_tag
+        if tag and tag["table"] == table and address <= tag["address"] < address + count:
+            self.sequence += 1
+            self.write_tag(tag, self.sequence)
+
+
+class _Datastore:
+    """What pymodbus's request handler calls for every request (duck-typed server context)."""
+
+    def __init__(self, simulator: ModbusSimulator) -> None:
+        self.simulator = simulator
+
+    def device_ids(self) -> list[int]:
+        return list(self.simulator.units)
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int,
+                              count: int = 1) -> list[Any] | ExcCodes:
+        unit = self._unit(device_id)
+        fault = await self.simulator.apply_fault(device_id)
+        if fault is not None:
+            return fault
+        table = FUNCTION_TABLES[func_code]
+        if address + count > TABLE_SIZE:
+            return ExcCodes.ILLEGAL_ADDRESS
+        self.simulator.requests[device_id] += 1
+        unit.next_sequence(table, address, count)
+        values = list(unit.tables[table][address:address + count])
+        if self.simulator.fault_of(device_id).kind == "short":
+            values = values[:max(0, count - 1 if table in ("holding", "input") else count - 8)]
+        return values
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int,
+                              values: list[Any]) -> ExcCodes | None:
+        unit = self._unit(device_id)
+        fault = await self.simulator.apply_fault(device_id)
+        if fault is not None:
+            return fault
+        table = FUNCTION_TABLES[func_code]
+        if address + len(values) > TABLE_SIZE:
+            return ExcCodes.ILLEGAL_ADDRESS
+        unit.tables[table][address:address + len(values)] = values
+        return None
+
+    def _unit(self, device_id: int) -> _Unit:
+        if device_id not in self.simulator.units:
+            raise NoSuchIdException(f"no unit {device_id}")
+        return self.simulator.units[device_id]
+
+
+class ModbusSimulator:
+    """Simulated machines behind one Modbus TCP port (or one serial line for RTU).
+
+    `async with ModbusSimulator(port=0, seed=1) as sim:`, then `sim.port`. The models tick every
+    `tick` seconds; `freeze(True)` stops them so tests can compare exact values.
+    """
+
+    def __init__(self, machines: list[Machine] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, seed: int = 0, tick: float = 0.1, serial_port: str | None = None,
+                 baudrate: int = 19200, parity: str = "N", stopbits: int = 1) -> None:
+        self.machines = machines if machines is not None else load_machines()
+        self.units = {m.unit_id: _Unit(m) for m in self.machines}
+        self.host = host
+        self.port = port or (0 if serial_port else free_port(host))
+        self.seed = seed
+        self.tick = tick
+        self.serial_port = serial_port
+        self.serial: dict[str, Any] = {"baudrate": baudrate, "parity": parity,
+                                       "stopbits": stopbits}
+        self.requests: Counter[int] = Counter()
+        self._faults: dict[int | None, Fault] = {}
+        self._frozen = False
+        self._ticks = 0
+        self._started = 0.0
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ModbusSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._started = time.monotonic()
+        self._update()
+        # pymodbus 3.16 insists on a context at construction and warns that these are deprecated;
+        # it is replaced by our own datastore right after.
+        pymodbus_log = logging.getLogger("pymodbus")
+        level = pymodbus_log.level
+        pymodbus_log.setLevel(logging.ERROR)
+        try:
+            placeholder = ModbusServerContext(devices={1: ModbusDeviceContext()}, single=False)
+        finally:
+            pymodbus_log.setLevel(level)
+        if self.serial_port:
+            self._server = ModbusSerialServer(placeholder, framer=FramerType.RTU,
+                                              port=self.serial_port, **self.serial)
+        else:
+            self._server = ModbusTcpServer(placeholder, address=(self.host, self.port))
+        # Our own datastore: it applies the faults and answers from the models' tables.
+        self._server.context = _Datastore(self)  # type: ignore[assignment]
+        await self._server.serve_forever(background=True)
+        self._ticker = asyncio.create_task(self._tick_forever())
+        log.info("modbus simulator: %d machines on %s", len(self.units),
+                 self.serial_port or f"{self.host}:{self.port}")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            if not self._frozen:
+                self._ticks += 1
+                self._update()
+
+    def _update(self) -> None:
+        t = self._ticks * self.tick  # simulated time: deterministic, not wall-clock
+        for unit in self.units.values():
+            unit.store(unit.machine.update(t, self._ticks, self.seed))
+
+    # -- for tests ---------------------------------------------------------------------------
+
+    def freeze(self, frozen: bool = True) -> None:
+        self._frozen = frozen
+
+    def value_of(self, unit_id: int, tag: str) -> Any:
+        """The engineering value the model holds now (what the gateway should publish)."""
+        if tag == SEQUENCE_TAG:
+            return self.units[unit_id].sequence
+        return self.units[unit_id].machine.values[tag]
+
+    def write_registers(self, unit_id: int, table: str, address: int, values: list[Any]) -> None:
+        self.units[unit_id].tables[table][address:address + len(values)] = values
+
+    def read_registers(self, unit_id: int, table: str, address: int, count: int) -> list[Any]:
+        return list(self.units[unit_id].tables[table][address:address + count])
+
+    def request_count(self, unit_id: int) -> int:
+        return self.requests[unit_id]
+
+    def reset_counts(self) -> None:
+        self.requests.clear()
+
+    def set_fault(self, unit_id: int | None, kind: str, **params: Any) -> None:
+        """none | silent (never answer) | delay (seconds=) | exception (code=) |
+        drop (close connections) | short (answer fewer values than asked). None: all units."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}: {', '.join(FAULT_KINDS)}")
+        if unit_id is None:
+            self._faults = {None: Fault(kind, **params)}
+        else:
+            self._faults[unit_id] = Fault(kind, **params)
+
+    def fault_of(self, unit_id: int) -> Fault:
+        return self._faults.get(unit_id) or self._faults.get(None) or Fault()
+
+    async def apply_fault(self, unit_id: int) -> ExcCodes | None:
+        fault = self.fault_of(unit_id)
+        if fault.kind == "silent":
+            await asyncio.sleep(3600)  # the request is never answered
+        elif fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+        elif fault.kind == "exception":
+            return ExcCodes(fault.code)
+        elif fault.kind == "drop" and self._server is not None:
+            for connection in list(self._server.active_connections.values()):
+                connection.close()
+            await asyncio.sleep(3600)
+        return None

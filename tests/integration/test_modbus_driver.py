@@ -1,0 +1,153 @@
+"""The Modbus driver against the simulator over real sockets (TCP) and a pty pair (RTU)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import pytest
+
+from drivers.modbus import ModbusDriver
+from drivers.modbus.config import ModbusDeviceConfig
+from gateway.errors import DeviceUnreachable
+from gateway.models import Quality, Reading
+from simulators.modbus import ModbusSimulator, register_map
+
+pytestmark = pytest.mark.integration
+
+
+def machine(unit_id: int) -> dict[str, Any]:
+    return next(m for m in register_map() if m["unit_id"] == unit_id)
+
+
+def driver_for(unit_id: int, connection: dict[str, Any], **settings: Any) -> ModbusDriver:
+    entry = machine(unit_id)
+    config = ModbusDeviceConfig.model_validate({
+        "name": entry["name"], "driver": "modbus", "poll_interval": "1s",
+        "connection": {"unit_id": unit_id, "timeout": "500ms", **connection},
+        "tags": entry["tags"], **settings})
+    return ModbusDriver(config)
+
+
+def same(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, float):
+        return isinstance(actual, float) and math.isclose(actual, expected, rel_tol=1e-6)
+    return bool(actual == expected) and type(actual) is type(expected)
+
+
+def by_tag(readings: list[Reading]) -> dict[str, Reading]:
+    return {r.tag: r for r in readings}
+
+
+@pytest.mark.parametrize("unit_id", [1, 2, 3])
+async def test_every_tag_decodes_to_the_simulators_value(modbus_simulator: ModbusSimulator,
+                                                         unit_id: int) -> None:
+    driver = driver_for(unit_id, {"host": "127.0.0.1", "port": modbus_simulator.port})
+    await driver.connect()
+    try:
+        readings = by_tag(await driver.read())
+    finally:
+        await driver.close()
+    assert set(readings) == {t["name"] for t in machine(unit_id)["tags"]}
+    for name, reading in readings.items():
+        assert reading.quality == Quality.GOOD, (name, reading.error)
+        if name != "poll_sequence":
+            expected = modbus_simulator.value_of(unit_id, name)
+            assert same(reading.value, expected), (name, reading.value, expected)
+
+
+def test_the_simulated_machines_cover_every_type_and_order() -> None:
+    tags = [t for m in register_map() for t in m["tags"]]
+    assert {t["type"] for t in tags} == {"bool", "int16", "uint16", "int32", "uint32", "int64",
+                                         "uint64", "float32", "float64", "string"}
+    wide = [t for t in tags if t["type"] in ("int32", "uint32", "int64", "uint64", "float32",
+                                             "float64")]
+    orders = {(t.get("byte_order", "big"), t.get("word_order", "big")) for t in wide}
+    assert orders == {("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")}
+    assert {(t["table"]) for t in tags} == {"holding", "input", "coil", "discrete"}
+    assert any(t.get("bit") is not None for t in tags)
+
+
+async def test_requests_per_poll_equal_the_plan(modbus_simulator: ModbusSimulator) -> None:
+    for unit_id in (1, 2, 3):
+        driver = driver_for(unit_id, {"host": "127.0.0.1", "port": modbus_simulator.port})
+        await driver.connect()
+        modbus_simulator.reset_counts()
+        for _ in range(3):
+            await driver.read()
+        await driver.close()
+        assert modbus_simulator.request_count(unit_id) == 3 * len(driver.plan.requests)
+    # One request per table that has tags, here: at most four per machine for 10-11 tags.
+    assert len(driver.plan.requests) <= 4
+
+
+async def test_exception_answer_becomes_bad_readings_with_the_reason(
+        modbus_simulator: ModbusSimulator) -> None:
+    driver = driver_for(1, {"host": "127.0.0.1", "port": modbus_simulator.port})
+    await driver.connect()
+    try:
+        modbus_simulator.set_fault(1, "exception", code=2)
+        readings = await driver.read()
+        modbus_simulator.set_fault(1, "none")
+        recovered = await driver.read()
+    finally:
+        await driver.close()
+    assert len(readings) == len(driver.tags)
+    assert all(r.quality == Quality.BAD for r in readings)
+    assert readings[0].error == "modbus exception 2 (illegal data address)"
+    assert all(r.quality == Quality.GOOD for r in recovered)
+
+
+async def test_short_answer_becomes_bad_readings(modbus_simulator: ModbusSimulator) -> None:
+    driver = driver_for(2, {"host": "127.0.0.1", "port": modbus_simulator.port})
+    await driver.connect()
+    try:
+        modbus_simulator.set_fault(2, "short")
+        readings = await driver.read()
+    finally:
+        await driver.close()
+    assert all(r.quality == Quality.BAD for r in readings)
+    assert "malformed answer" in (readings[0].error or "")
+
+
+async def test_server_not_running_fails_connect_quickly() -> None:
+    simulator = ModbusSimulator(port=0)  # never started: nothing listens on its port
+    driver = driver_for(1, {"host": "127.0.0.1", "port": simulator.port})
+    started = time.monotonic()
+    with pytest.raises(DeviceUnreachable, match="cannot connect"):
+        await driver.connect()
+    assert time.monotonic() - started < 2
+    await driver.close()
+
+
+@pytest.mark.parametrize("fault", ["silent", "drop"])
+async def test_device_that_stops_answering_raises_unreachable_within_the_timeout(
+        modbus_simulator: ModbusSimulator, fault: str) -> None:
+    driver = driver_for(1, {"host": "127.0.0.1", "port": modbus_simulator.port})
+    await driver.connect()
+    try:
+        modbus_simulator.set_fault(1, fault)
+        started = time.monotonic()
+        with pytest.raises(DeviceUnreachable):
+            await asyncio.wait_for(driver.read(), 5)
+        assert time.monotonic() - started < 2.5
+    finally:
+        await driver.close()
+
+
+async def test_rtu_over_a_serial_line(rtu_pty_pair: tuple[str, str]) -> None:
+    gateway_end, plc_end = rtu_pty_pair
+    simulator = ModbusSimulator(seed=3, serial_port=plc_end, baudrate=19200)
+    simulator.freeze(True)
+    async with simulator:
+        driver = driver_for(3, {"serial": gateway_end, "baudrate": 19200, "timeout": "1s"})
+        await driver.connect()
+        try:
+            readings = by_tag(await driver.read())
+        finally:
+            await driver.close()
+    assert all(r.quality == Quality.GOOD for r in readings.values())
+    for name in ("good_count", "speed", "energy_meter", "operating_seconds", "jam_sensor"):
+        assert same(readings[name].value, simulator.value_of(3, name)), name
