@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--mqtt-port", type=int, default=1883,
                       help="port of the embedded broker on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--http-port", type=int, default=8080,
+                      help="status page on 127.0.0.1 (0, or 8080 taken: any free port)")
     demo.add_argument("--modbus-port", type=int, default=0,
                       help="port of the Modbus simulator on 127.0.0.1 (0: any free port)")
     demo.add_argument("--influx-url", default=None,

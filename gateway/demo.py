@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 DEMO_SITE = "demo"
 
 
-def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path,
+def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: int,
                 influx_url: str | None = None, influx_api: str = "v2") -> dict[str, Any]:
     """The demo's gateway config: every simulated machine, every tag of its register map."""
     from simulators.modbus import register_map
@@ -49,14 +50,14 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path,
         sinks["influxdb"] = {"url": influx_url, "api": influx_api, "database": "telemetry",
                              "bucket": "telemetry", "org": "demo"}
     return {"gateway": {"id": "demo-gw", "site": DEMO_SITE,
-                        "buffer": {"path": str(buffer_path)}, "shutdown_timeout": "3s"},
+                        "buffer": {"path": str(buffer_path)}, "shutdown_timeout": "3s",
+                        "http": {"listen": f"127.0.0.1:{http_port}"}},
             "devices": devices, "sinks": sinks}
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    from simulators.modbus import ModbusSimulator
-
     from gateway.broker import EmbeddedBroker
+    from simulators.modbus import ModbusSimulator
 
     influx_url = args.influx_url or os.environ.get("GATEWAY_DEMO_INFLUX_URL") or None
     influx_api = args.influx_api or os.environ.get("GATEWAY_DEMO_INFLUX_API") or "v2"
@@ -65,16 +66,32 @@ async def run_demo(args: argparse.Namespace) -> int:
         async with (EmbeddedBroker(port=args.mqtt_port) as broker,
                     ModbusSimulator(port=args.modbus_port, seed=1) as simulator):
             # Through YAML and the loader, so devices are validated exactly as `gateway run` does.
+            http_port = _free_or_any(args.http_port)
             config = parse_config(yaml.safe_dump(demo_config(
-                simulator.port, broker.url, workdir / "buffer.db", influx_url, influx_api)),
-                "<demo>", {})
+                simulator.port, broker.url, workdir / "buffer.db", http_port, influx_url,
+                influx_api)), "<demo>", {})
             print(f"demo: Modbus simulator on 127.0.0.1:{simulator.port}, MQTT broker at "
-                  f"{broker.url}, {len(config.devices)} machines; Ctrl-C stops", flush=True)
+                  f"{broker.url}, status page http://127.0.0.1:{http_port}/, "
+                  f"{len(config.devices)} machines; Ctrl-C stops", flush=True)
             async with _watch(broker.url) as seen:
                 await _run(config, args, seen)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def _free_or_any(port: int) -> int:
+    """`port` if nothing listens there, else any free port (the demo must not fail on it)."""
+    from simulators.modbus.server import free_port
+
+    if port:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                pass
+    return free_port()
 
 
 async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, Any]) -> None:

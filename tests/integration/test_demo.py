@@ -1,0 +1,36 @@
+"""`gateway demo` runs simulators, an embedded broker and the gateway with no outside service."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures_influx import InfluxV1Server
+
+pytestmark = pytest.mark.integration
+
+
+def run_demo(*extra: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "4", "--mqtt-port", "0",
+         "--http-port", "0", "--no-live", *extra],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return output
+
+
+def test_demo_publishes_every_simulated_tag_to_its_embedded_broker() -> None:
+    output = run_demo()
+    received = int(re.search(r"the broker received (\d+) messages", output)[1])  # type: ignore[index]
+    assert received >= 3 * 32, output[-2000:]  # 32 tags, polled every second for 4 s
+    assert re.search(r"\((3[2-9]|[4-9]\d) topics\)", output), "every tag has its topic"
+
+
+def test_demo_also_writes_to_influxdb_when_asked(influxdb_v1: InfluxV1Server) -> None:
+    run_demo("--influx-url", influxdb_v1.url, "--influx-api", "v1")
+    rows = influxdb_v1.query('SELECT count("cycle_counter") FROM "press-01"')
+    assert rows and rows[0]["count"] >= 3
