@@ -127,10 +127,12 @@ async def test_gateway_run_delivers_every_simulated_tag_to_mqtt_and_influxdb_v1(
                 expected = simulator.value_of(device["connection"]["unit_id"], tag["name"])
                 assert same(payload["value"], expected), (topic, payload["value"], expected)
         for device in config["devices"]:
-            [tagged] = influxdb_v1.query(f'SELECT * FROM "{device["name"]}" LIMIT 1')
+            # The shared database also holds other tests' gateways: look at this one only.
+            mine = f'"gateway" = \'{config["gateway"]["id"]}\''
+            [tagged] = influxdb_v1.query(f'SELECT * FROM "{device["name"]}" WHERE {mine} LIMIT 1')
             assert tagged["site"] == config["gateway"]["site"]
             assert (tagged["area"], tagged["line"]) == (device["area"], device["line"])
-            [last] = influxdb_v1.query(f'SELECT last(*) FROM "{device["name"]}"')
+            [last] = influxdb_v1.query(f'SELECT last(*) FROM "{device["name"]}" WHERE {mine}')
             for tag in device["tags"]:
                 if tag["name"] == "poll_sequence":
                     continue
