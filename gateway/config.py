@@ -3,6 +3,7 @@ that name the key path and the line of every problem."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -355,9 +356,14 @@ def _substitute_env(data: Any, path: Path, env: Mapping[str, str], lines: dict[P
 
 def config_json_schema() -> dict[str, Any]:
     """JSON Schema of the file, with each installed driver's device model (for editors)."""
-    from drivers.registry import available_drivers, load_driver
+    from drivers.registry import DriverNotFound, available_drivers, load_driver
 
-    models = [load_driver(name).config_model for name in available_drivers()]
+    models = []
+    for name in available_drivers():
+        try:
+            models.append(load_driver(name).config_model)
+        except DriverNotFound as exc:  # a broken plugin must not hide the others' schema
+            logging.getLogger(__name__).warning("%s", exc)
     device_type: Any = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
     schema_model = create_model(
         "GatewayConfig", __base__=StrictModel,

@@ -92,6 +92,7 @@ class MqttCollector:
         self._client.reconnect_delay_set(min_delay=0.2, max_delay=1)
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.on_disconnect = lambda *_: self._subscribed.clear()
         self._client.on_message = self._on_message
         self._client.connect(host, port)
         self._client.loop_start()
@@ -105,6 +106,11 @@ class MqttCollector:
             payload = msg.payload
         with self._lock:
             self.messages.append(Message(msg.topic, payload, bool(msg.retain)))
+
+    def wait_subscribed(self, timeout: float = 15.0) -> None:
+        """Until the collector is (again) connected and subscribed, e.g. after a restart."""
+        if not self._subscribed.wait(timeout):
+            raise TimeoutError("collector did not (re)subscribe")
 
     def snapshot(self) -> list[Message]:
         with self._lock:
