@@ -89,7 +89,7 @@ class MqttCollector:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                    client_id=f"collector-{id(self)}",
                                    clean_session=not persistent)
-        self._client.reconnect_delay_set(min_delay=0.2, max_delay=1)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_disconnect = lambda *_: self._subscribed.clear()
