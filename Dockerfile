@@ -17,5 +17,10 @@ COPY config/modbus-demo.yaml /etc/gateway/config.yaml
 USER gateway
 WORKDIR /data
 VOLUME ["/data"]
+EXPOSE 8080
+# The status server must listen beyond loopback inside the container for this (and for -p 8080):
+# set gateway.http.listen: 0.0.0.0:8080 in the mounted config.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status != 200)"
 ENTRYPOINT ["gateway"]
 CMD ["run", "--config", "/etc/gateway/config.yaml"]

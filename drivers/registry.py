@@ -18,6 +18,12 @@ def available_drivers() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
+def builtin_drivers() -> list[str]:
+    """The drivers this package ships (as opposed to installed plugins)."""
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
+                  if ep.value.startswith("drivers."))
+
+
 def load_driver(name: str) -> type[Driver]:
     """The driver class registered under `name`; a clear error names a missing or broken plugin."""
     matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(command=_status)
 
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
+    schema.add_argument("--markdown", action="store_true",
+                        help="print the configuration reference (docs/configuration.md)")
     schema.set_defaults(command=_schema)
 
     demo = commands.add_parser("demo", help="simulators + embedded broker + gateway, one process")
@@ -143,7 +145,12 @@ def _reload(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    print(json.dumps(config_json_schema(), indent=2))
+    if args.markdown:
+        from gateway.reference import markdown_reference
+
+        print(markdown_reference(config_json_schema(builtin_only=True)), end="")
+    else:
+        print(json.dumps(config_json_schema(), indent=2))
     return 0
 
 

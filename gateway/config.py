@@ -354,12 +354,12 @@ def _substitute_env(data: Any, path: Path, env: Mapping[str, str], lines: dict[P
     return _ENV_REFERENCE.sub(replace, data)
 
 
-def config_json_schema() -> dict[str, Any]:
+def config_json_schema(builtin_only: bool = False) -> dict[str, Any]:
     """JSON Schema of the file, with each installed driver's device model (for editors)."""
-    from drivers.registry import DriverNotFound, available_drivers, load_driver
+    from drivers.registry import DriverNotFound, available_drivers, builtin_drivers, load_driver
 
     models = []
-    for name in available_drivers():
+    for name in builtin_drivers() if builtin_only else available_drivers():
         try:
             models.append(load_driver(name).config_model)
         except DriverNotFound as exc:  # a broken plugin must not hide the others' schema

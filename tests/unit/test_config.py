@@ -153,3 +153,12 @@ def test_json_schema_describes_devices_of_installed_drivers() -> None:
     assert set(schema["required"]) == {"gateway", "sinks"}
     assert "ModbusDeviceConfig" in str(schema)
     assert schema["additionalProperties"] is False
+
+
+def test_configuration_reference_is_generated_from_the_schema() -> None:
+    from gateway.reference import markdown_reference
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    generated = markdown_reference(config_json_schema(builtin_only=True))
+    assert committed == generated, "run: gateway schema --markdown > docs/configuration.md"
+    assert "| `max_gap` |" in generated and "| `byte_order` |" in generated

@@ -1,0 +1,47 @@
+"""What can be checked of the packaging without a Docker engine."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dockerfile_runs_the_readme_command_as_non_root_with_a_healthcheck() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r'ENTRYPOINT \["gateway"\]', dockerfile)
+    assert 'CMD ["run", "--config", "/etc/gateway/config.yaml"]' in dockerfile
+    assert "gateway run --config" in (ROOT / "README.md").read_text()
+    assert re.search(r"^USER gateway$", dockerfile, re.M)
+    assert 'VOLUME ["/data"]' in dockerfile and "/healthz" in dockerfile
+    for source in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M):
+        assert (ROOT / source).exists(), source
+
+
+def test_systemd_unit_runs_the_gateway_and_reloads_with_sighup() -> None:
+    unit = (ROOT / "deploy" / "shopfloor-gateway.service").read_text()
+    assert "ExecStart=/usr/local/bin/gateway run --config" in unit
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+
+
+def test_compose_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFLUX_TOKEN", "t")
+    config = load_config(ROOT / "deploy" / "gateway.yaml")
+    assert config.sinks.influxdb is not None and config.sinks.influxdb.api == "v2"
+    assert os.environ["INFLUX_TOKEN"] == "t"
+
+
+def test_grafana_dashboard_queries_the_documented_layout() -> None:
+    import json
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "shopfloor.json")
+                           .read_text())
+    queries = " ".join(t["query"] for p in dashboard["panels"] for t in p["targets"])
+    assert "r._measurement" in queries and "r.site" in queries and "r.area" in queries
