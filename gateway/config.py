@@ -72,6 +72,11 @@ class MqttSinkConfig(StrictModel):
     retain: bool = True
     topic: str = Field("{site}/{area}/{line}/{device}/{tag}",
                        description="Placeholders: {gateway} {site} {area} {line} {device} {tag}")
+    payload: Literal["tag", "device"] = Field(
+        "tag", description="tag: one message per reading (default); device: one message per "
+        "device and poll cycle with all its values, on device_topic (for high rates)")
+    device_topic: str = Field("{site}/{area}/{line}/{device}",
+                              description="Topic of `payload: device` messages (no {tag})")
     keepalive: Duration = 30.0
     batch_size: int = Field(1000, gt=0, le=60000,
                             description="Readings per batch awaited for PUBACKs together")
@@ -95,6 +100,13 @@ class MqttSinkConfig(StrictModel):
         from gateway.sinks.topics import validate_topic_template
 
         return validate_topic_template(template)
+
+    @field_validator("device_topic")
+    @classmethod
+    def _device_topic(cls, template: str) -> str:
+        from gateway.sinks.topics import validate_topic_template
+
+        return validate_topic_template(template, per_tag=False)
 
     @field_validator("username", "client_id", "ca", "cert", "key", mode="before")
     @classmethod

@@ -193,7 +193,7 @@ class Gateway:
         self.config = self.config.model_copy(update={"devices": config.devices})
         contexts = device_contexts(self.config)
         for sink in self.sinks:
-            sink.contexts = contexts
+            sink.update_contexts(contexts)
         started = build_drivers(new[n] for n in changes["added"] + changes["changed"])
         self.drivers = [d for d in self.drivers if d.name not in old.keys() - new.keys()
                         and d.name not in changes["changed"]] + started

@@ -35,6 +35,10 @@ class Sink(ABC):
     def __init__(self, contexts: Mapping[str, DeviceContext]) -> None:
         self.contexts = contexts
 
+    def update_contexts(self, contexts: Mapping[str, DeviceContext]) -> None:
+        """Devices were added, changed or removed by a reload."""
+        self.contexts = contexts
+
     @abstractmethod
     async def start(self) -> None:
         """Begin connecting; must not block on an unreachable server."""

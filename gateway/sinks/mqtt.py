@@ -26,7 +26,13 @@ from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading, utc_now
 from gateway.sinks import DeviceContext, Sink
-from gateway.sinks.topics import encode_payload, render_topic, status_topic
+from gateway.sinks.topics import (
+    device_cycles,
+    encode_device_payload,
+    encode_payload,
+    render_topic,
+    status_topic,
+)
 
 log = logging.getLogger(__name__)
 _QUEUE_FULL_RETRIES = 200  # x 50 ms: how long a full paho queue may take to drain
@@ -116,8 +122,13 @@ class MqttSink(Sink):
             raise SinkError("not connected to the MQTT broker", self.name)
         self._failure = None
         self._pending.clear()
-        for reading in readings:
-            await self._publish(self._topic(reading), encode_payload(reading))
+        if self.config.payload == "device":
+            for cycle in device_cycles(readings):
+                await self._publish(self._device_topic(cycle[0].device),
+                                    encode_device_payload(cycle))
+        else:
+            for reading in readings:
+                await self._publish(self._topic(reading), encode_payload(reading))
         await self._wait_for_acks(10.0 + len(readings) / 1000)
         self.counters.inc("gateway_sink_sent_total", len(readings), sink=self.name)
 
@@ -156,16 +167,30 @@ class MqttSink(Sink):
             self.counters.inc("gateway_sink_failures_total", sink=self.name)
             raise SinkError(failure, self.name)
 
+    def update_contexts(self, contexts: Mapping[str, DeviceContext]) -> None:
+        super().update_contexts(contexts)
+        self._topics.clear()  # area or line may have changed
+
     def _topic(self, reading: Reading) -> str:
         key = (reading.device, reading.tag)
         topic = self._topics.get(key)
         if topic is None:
-            ctx = self.contexts.get(reading.device)
-            values = {"gateway": self.gateway_id, "site": self.site, "device": reading.device,
-                      "tag": reading.tag, "area": ctx.area if ctx else "",
-                      "line": ctx.line if ctx else ""}
-            topic = self._topics[key] = render_topic(self.config.topic, values)
+            topic = self._topics[key] = render_topic(self.config.topic,
+                                                     self._levels(reading.device, reading.tag))
         return topic
+
+    def _device_topic(self, device: str) -> str:
+        key = (device, "")
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = render_topic(self.config.device_topic,
+                                                     self._levels(device, ""))
+        return topic
+
+    def _levels(self, device: str, tag: str) -> dict[str, str]:
+        ctx = self.contexts.get(device)
+        return {"gateway": self.gateway_id, "site": self.site, "device": device, "tag": tag,
+                "area": ctx.area if ctx else "", "line": ctx.line if ctx else ""}
 
     def _fail_batch(self, reason: str) -> None:
         self._failure = reason

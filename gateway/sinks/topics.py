@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from gateway.models import Quality, Reading
 
@@ -13,7 +13,7 @@ PLACEHOLDERS = frozenset({"gateway", "site", "area", "line", "device", "tag"})
 _ILLEGAL = str.maketrans({"+": "_", "#": "_", "/": "_", "\x00": "_"})
 
 
-def validate_topic_template(template: str) -> str:
+def validate_topic_template(template: str, per_tag: bool = True) -> str:
     """The template itself, or ValueError naming an unknown placeholder or a wildcard."""
     try:
         fields = [name for _, name, spec, _ in string.Formatter().parse(template)
@@ -24,8 +24,10 @@ def validate_topic_template(template: str) -> str:
     if unknown:
         raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use "
                          + " ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
-    if "{tag}" not in template:
+    if per_tag and "{tag}" not in template:
         raise ValueError("the topic template needs {tag} (one topic per tag)")
+    if not per_tag and "{tag}" in template:
+        raise ValueError("a device topic has no {tag}: all tags go in one message")
     if "+" in template or "#" in template:
         raise ValueError("a topic cannot contain the wildcards + or #")
     return template
@@ -66,4 +68,43 @@ def encode_payload(reading: Reading) -> bytes:
         payload["unit"] = reading.unit
     if error is not None:
         payload["error"] = error
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def device_cycles(readings: Sequence[Reading]) -> list[list[Reading]]:
+    """Readings grouped per device and poll cycle, in order: a device's group closes when one
+    of its tags comes again (the next cycle)."""
+    groups: list[list[Reading]] = []
+    open_groups: dict[str, tuple[list[Reading], set[str]]] = {}
+    for reading in readings:
+        group, tags = open_groups.get(reading.device, (None, set()))
+        if group is None or reading.tag in tags:
+            group, tags = [], set()
+            groups.append(group)
+            open_groups[reading.device] = (group, tags)
+        group.append(reading)
+        tags.add(reading.tag)
+    return groups
+
+
+def encode_device_payload(readings: Sequence[Reading]) -> bytes:
+    """One device's cycle: `{"ts": latest source time, "values": {tag: value},
+    "units": {tag: unit}}` plus `"bad"`/`"uncertain"`: {tag: reason} when any is."""
+    values: dict[str, object] = {}
+    units: dict[str, str] = {}
+    flagged: dict[str, dict[str, str]] = {}
+    for reading in readings:
+        value, quality, error = reading.value, reading.quality, reading.error
+        if isinstance(value, float) and not math.isfinite(value):
+            value, quality, error = None, Quality.BAD, error or f"not a number ({value})"
+        values[reading.tag] = value
+        if reading.unit is not None:
+            units[reading.tag] = reading.unit
+        if quality != Quality.GOOD:
+            flagged.setdefault(quality.value, {})[reading.tag] = error or quality.value
+    payload: dict[str, object] = {"ts": format_ts(max(readings, key=lambda r: r.source_ts)),
+                                  "values": values}
+    if units:
+        payload["units"] = units
+    payload.update(flagged)
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

@@ -199,3 +199,18 @@ async def test_sink_reconnects_after_the_broker_is_killed_and_restarted(
         assert {m.payload["value"] for m in messages} >= set(range(100, 110))
     finally:
         await sink.close()
+
+
+async def test_device_payload_mode_sends_one_message_per_device_and_cycle(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "devmode/#")
+    sink = await connected(make_sink(mosquitto.url, payload="device", retain=False,
+                                     device_topic="devmode/{device}"))
+    cycle = [Reading(device="press-01", tag=f"t{i}", value=i, source_ts=TS) for i in range(50)]
+    try:
+        await sink.send(cycle + cycle)  # two poll cycles of 50 tags
+        messages = await until(collector, lambda m: len(m) >= 2)
+    finally:
+        await sink.close()
+    assert [m.topic for m in messages] == ["devmode/press-01", "devmode/press-01"]
+    assert messages[0].payload["values"] == {f"t{i}": i for i in range(50)}

@@ -93,3 +93,37 @@ def test_payload_round_trips_the_value(value: bool | int | float | str) -> None:
     payload = json.loads(encode_payload(reading))
     assert payload["value"] == value and type(payload["value"]) is type(value)
     assert payload["quality"] == "good"
+
+
+def test_device_cycles_close_when_a_tag_comes_again() -> None:
+    from gateway.sinks.topics import device_cycles
+
+    def r(device: str, tag: str, value: int) -> Reading:
+        return Reading(device=device, tag=tag, value=value, source_ts=TS)
+
+    batch = [r("a", "x", 1), r("a", "y", 2), r("b", "x", 3), r("a", "x", 4), r("b", "y", 5)]
+    cycles = device_cycles(batch)
+    assert [[(x.device, x.value) for x in c] for c in cycles] == [
+        [("a", 1), ("a", 2)], [("b", 3), ("b", 5)], [("a", 4)]]
+
+
+def test_device_payload_holds_every_value_and_flags_bad_ones() -> None:
+    from gateway.sinks.topics import encode_device_payload
+
+    later = TS.replace(microsecond=223456)
+    payload = json.loads(encode_device_payload([
+        Reading(device="d", tag="oil", value=21.5, source_ts=TS, unit="degC"),
+        Reading(device="d", tag="running", value=True, source_ts=later),
+        Reading(device="d", tag="door", value=None, quality=Quality.BAD, source_ts=TS,
+                error="modbus exception 2"),
+    ]))
+    assert payload == {"ts": "2026-11-24T01:02:03.223456Z",
+                       "values": {"oil": 21.5, "running": True, "door": None},
+                       "units": {"oil": "degC"}, "bad": {"door": "modbus exception 2"}}
+
+
+def test_device_topic_must_not_name_a_tag() -> None:
+    with pytest.raises(ValueError, match="no \\{tag\\}"):
+        validate_topic_template("{site}/{device}/{tag}", per_tag=False)
+    assert render_topic("{site}/{area}/{line}/{device}", VALUES) == \
+        "jeonju/stamping/line-1/press-01"
