@@ -169,8 +169,14 @@ class Gateway:
 
     async def _stop_device(self, name: str) -> None:
         task = self._pollers.pop(name)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # Cancel again until it ends: a driver library may swallow one cancellation (pymodbus
+        # turns it into a failed request), which must not keep the device polling forever.
+        for _ in range(100):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=0.1)
+            if done:
+                return
+        log.error("%s: the driver did not stop within 10 s", name)
 
     async def reload(self, config: GatewayConfig) -> dict[str, list[str]]:
         """Apply a new config's devices without a restart: removed ones stop, added ones start,
@@ -223,8 +229,10 @@ class Gateway:
                 log.info("%s: connected", driver.name)
                 await self._poll(driver, backoff)
             except DeviceUnreachable as exc:
+                _raise_if_cancelling()
                 reason = str(exc)
             except Exception as exc:  # a driver bug must not take the gateway down
+                _raise_if_cancelling()
                 log.exception("%s: unexpected driver error", driver.name)
                 reason = f"driver error: {type(exc).__name__}: {exc}"
             COUNTERS.inc("gateway_device_errors_total", device=driver.name, kind="unreachable")
@@ -242,6 +250,7 @@ class Gateway:
         while True:
             started = time.monotonic()
             readings = await driver.read()
+            _raise_if_cancelling()
             now = time.monotonic()
             self.read_seconds.labels(driver.name).observe(now - started)
             health = self.health[driver.name]
@@ -306,7 +315,7 @@ class Gateway:
                 log.warning("%s: %s; retrying in %.1fs", sink.name, exc, delay)
                 if self._polling_done.is_set():
                     return  # shutting down: the backlog stays in the buffer for the next start
-                await asyncio.sleep(delay)
+                await sink.wait_ready(delay)
                 continue
             backoff.reset()
             self.buffer.ack(sink.name, last_id)
@@ -326,6 +335,13 @@ class Gateway:
             new_data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(new_data.wait(), remaining)
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library swallowed on the way (it is still pending)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _Pace:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,3 +55,8 @@ class Sink(ABC):
     @property
     def connected(self) -> bool:
         return True
+
+    async def wait_ready(self, seconds: float) -> None:
+        """The pause before retrying a failed batch; a sink that can tell when its far side is
+        back (a reconnect) ends it early, so a replay does not wait out a long backoff."""
+        await asyncio.sleep(seconds)

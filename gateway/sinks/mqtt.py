@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import ssl
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +58,12 @@ class MqttSink(Sink):
         self._batch_done = asyncio.Event()
         self._failure: str | None = None
         self._topics: dict[tuple[str, str], str] = {}
+        self._reconnected = asyncio.Event()
+        # PUBACKs arrive on paho's thread; they are queued here and handed to the event loop
+        # with at most one wake-up pending, because one call_soon_threadsafe per message can
+        # fill the loop's self-pipe, which also carries signals: a full pipe loses a SIGTERM.
+        self._acks: deque[int] = deque()
+        self._drain_scheduled = False
         self._client = self._new_client()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -214,7 +221,10 @@ class MqttSink(Sink):
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        self._call(self._acked, mid)
+        self._acks.append(mid)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._call(self._drain_acks)
 
     def _call(self, callback: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -224,13 +234,25 @@ class MqttSink(Sink):
 
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
+        if connected:
+            self._reconnected.set()
         if not connected and self._pending:
             self._fail_batch("connection to the MQTT broker lost while waiting for acks")
 
-    def _acked(self, mid: int) -> None:
-        self._pending.discard(mid)
+    def _drain_acks(self) -> None:
+        self._drain_scheduled = False
+        while self._acks:
+            self._pending.discard(self._acks.popleft())
         if not self._pending:
             self._batch_done.set()
+
+    async def wait_ready(self, seconds: float) -> None:
+        if self._connected:  # failed while connected: a plain pause
+            await asyncio.sleep(seconds)
+            return
+        self._reconnected.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reconnected.wait(), seconds)
 
     @property
     def topics_by_tag(self) -> dict[tuple[str, str], str]:

@@ -194,3 +194,4 @@ async def test_replay_after_an_outage_respects_the_rate_limit(tmp_path: Path) ->
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     assert len(sent_at) >= 5
     assert min(gaps) >= 0.09, gaps
+
