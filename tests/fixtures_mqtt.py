@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -149,3 +150,57 @@ def mqtt_collector() -> Iterator[Callable[..., MqttCollector]]:
     yield make
     for collector in collectors:
         collector.close()
+
+
+@dataclass
+class TlsBroker:
+    broker: Mosquitto
+    url: str
+    ca: Path
+    client_cert: Path
+    client_key: Path
+    username: str = "gateway"
+    password: str = "s3cret-pw"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    import subprocess
+
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    """mosquitto with a TLS listener that requires a client certificate signed by a test CA
+    and a username/password (no anonymous access)."""
+    import subprocess
+
+    pki = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
+    for name, cn in (("server", "127.0.0.1"), ("client", "gateway")):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                 "-addext", f"subjectAltName=IP:{cn}" if name == "server" else
+                 "subjectAltName=DNS:gateway",
+                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=pki)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-copy_extensions", "copy",
+                 "-out", f"{name}.crt", cwd=pki)
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pki / "passwd"), "gateway",
+                    "s3cret-pw"], check=True, capture_output=True)
+    for path in pki.iterdir():
+        path.chmod(0o644)  # mosquitto may drop privileges when run as root
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), extra_config="")
+    conf = broker.service.argv[-1]
+    text = Path(conf).read_text().replace("allow_anonymous true\n", "allow_anonymous false\n")
+    # As root, mosquitto switches to its own user before reading the files; the test's temp
+    # dirs are private, so keep the user it was started as.
+    text += "user root\n" if os.geteuid() == 0 else ""
+    text += (f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"
+             f"keyfile {pki / 'server.key'}\nrequire_certificate true\n"
+             f"password_file {pki / 'passwd'}\n")
+    Path(conf).write_text(text)
+    broker.start()
+    yield TlsBroker(broker, f"mqtts://127.0.0.1:{broker.port}", pki / "ca.crt",
+                    pki / "client.crt", pki / "client.key")
+    broker.stop()

@@ -151,3 +151,32 @@ async def test_rtu_over_a_serial_line(rtu_pty_pair: tuple[str, str]) -> None:
     assert all(r.quality == Quality.GOOD for r in readings.values())
     for name in ("good_count", "speed", "energy_meter", "operating_seconds", "jam_sensor"):
         assert same(readings[name].value, simulator.value_of(3, name)), name
+
+
+async def test_slow_answer_within_the_timeout_is_good_beyond_it_is_unreachable(
+        modbus_simulator: ModbusSimulator) -> None:
+    driver = driver_for(3, {"host": "127.0.0.1", "port": modbus_simulator.port})
+    await driver.connect()
+    try:
+        modbus_simulator.set_fault(3, "delay", seconds=0.1)
+        assert all(r.quality == Quality.GOOD for r in await driver.read())
+        modbus_simulator.set_fault(3, "delay", seconds=1.0)
+        with pytest.raises(DeviceUnreachable):
+            await driver.read()
+    finally:
+        await driver.close()
+
+
+def test_check_plan_prints_each_devices_requests() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "config" / "modbus-demo.yaml"
+    result = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(config),
+                             "--plan"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "3 device(s), 32 tag(s)" in result.stdout
+    assert "press-01 (tcp 127.0.0.1:5020, unit 1): 11 tags in 3 request(s) per poll" in \
+        result.stdout
+    assert "  holding 0..13 (14 regs): status_word, running" in result.stdout

@@ -22,7 +22,7 @@ from gateway.metrics import Counters
 from gateway.models import Quality, Reading
 from gateway.sinks import DeviceContext
 from gateway.sinks.mqtt import MqttSink
-from tests.fixtures_mqtt import Message, Mosquitto, MqttCollector
+from tests.fixtures_mqtt import Message, Mosquitto, MqttCollector, TlsBroker
 
 pytestmark = pytest.mark.integration
 TS = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
@@ -214,3 +214,36 @@ async def test_device_payload_mode_sends_one_message_per_device_and_cycle(
         await sink.close()
     assert [m.topic for m in messages] == ["devmode/press-01", "devmode/press-01"]
     assert messages[0].payload["values"] == {f"t{i}": i for i in range(50)}
+
+
+async def test_mqtts_with_client_certificate_and_password_delivers(
+        mosquitto_tls: TlsBroker) -> None:
+    tls = mosquitto_tls
+    counters = Counters()
+    sink = await connected(make_sink(tls.url, counters, ca=str(tls.ca),
+                                     cert=str(tls.client_cert), key=str(tls.client_key),
+                                     username=tls.username, password=tls.password))
+    try:
+        await sink.send(counter_readings(20))
+    finally:
+        await sink.close()
+    assert counters.get("gateway_sink_sent_total", sink="mqtt") == 20
+
+
+async def test_mqtts_wrong_password_is_refused_with_a_clear_log(
+        mosquitto_tls: TlsBroker, caplog: pytest.LogCaptureFixture) -> None:
+    tls = mosquitto_tls
+    sink = make_sink(tls.url, ca=str(tls.ca), cert=str(tls.client_cert),
+                     key=str(tls.client_key), username=tls.username, password="wrong")
+    await sink.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "refused the connection" not in caplog.text and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not sink.connected
+        with pytest.raises(SinkError, match="not connected"):
+            await sink.send(counter_readings(1))
+    finally:
+        await sink.close()
+    assert "refused the connection: Not authorized" in caplog.text
+    assert "wrong" not in caplog.text
