@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures_mqtt",
     "tests.fixtures_influx",
     "tests.fixtures_modbus",
+    "tests.fixtures_opcua",
 ]
 
 

@@ -94,3 +94,16 @@ class Service:
             os.killpg(self.proc.pid, sig)
         if sig == signal.SIGKILL:
             self.proc.wait(5)
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """`wait_for` for coroutines: the predicate runs in a thread, so a server living in the
+    test's own event loop (the simulator) keeps answering meanwhile."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -8,7 +8,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 from simulators.modbus import ModbusSimulator
 from tests.fixtures_influx import InfluxV1Server, VictoriaMetricsServer
 from tests.fixtures_mqtt import Mosquitto, MqttCollector
+from tests.procs import eventually
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,15 +76,6 @@ def same(actual: Any, expected: Any) -> bool:
     return bool(actual == expected)
 
 
-async def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def latest_by_topic(collector: MqttCollector) -> dict[str, Any]:
     return {m.topic: m.payload for m in collector.snapshot()}
 
@@ -111,7 +102,7 @@ async def test_gateway_run_delivers_every_simulated_tag_to_mqtt_and_influxdb_v1(
                   for t in d["tags"]}
         proc = start_gateway(config_path, tmp_path)
         try:
-            await wait_until(lambda: topics.keys() <= latest_by_topic(collector).keys(), 30,
+            await eventually(lambda: topics.keys() <= latest_by_topic(collector).keys(), 30,
                              "a message on every tag's topic")
             await asyncio.sleep(1.0)  # let a batch or two reach InfluxDB
         finally:

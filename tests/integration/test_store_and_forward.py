@@ -21,7 +21,7 @@ import yaml
 from simulators.modbus import ModbusSimulator, register_map
 from tests.fixtures_influx import InfluxV1Server
 from tests.fixtures_mqtt import Mosquitto, MqttCollector
-from tests.procs import free_port
+from tests.procs import eventually, free_port
 
 pytestmark = pytest.mark.integration
 SEQUENCE_TOPIC = "plant/stamping/line-1/press-01/poll_sequence"
@@ -102,15 +102,6 @@ def gaps(values: list[int]) -> list[int]:
     """Sequence numbers missing between 1 and the highest one seen."""
     seen = set(values)
     return [n for n in range(1, max(seen, default=0) + 1) if n not in seen]
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
