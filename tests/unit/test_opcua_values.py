@@ -24,17 +24,17 @@ def test_bytestring_becomes_base64_and_datetime_iso() -> None:
 @given(st.integers(min_value=0, max_value=2**32 - 1))
 def test_quality_follows_the_status_severity_bits(code: int) -> None:
     expected = [Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD][code >> 30]
-    assert quality_of(ua.StatusCode(code)) is expected
+    assert quality_of(ua.StatusCode(ua.UInt32(code))) is expected
 
 
 def test_bad_status_names_the_code_and_keeps_no_value() -> None:
-    dv = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown))
+    dv = ua.DataValue(StatusCode=ua.StatusCode(ua.UInt32(ua.StatusCodes.BadNodeIdUnknown)))
     r = to_reading("d", "t", dv, None)
     assert (r.quality, r.value, r.error) == (Quality.BAD, None, "BadNodeIdUnknown")
 
 
 def test_source_timestamp_wins_over_server_timestamp() -> None:
     src = datetime(2026, 5, 1, tzinfo=UTC)
-    dv = ua.DataValue(ua.Variant(3), SourceTimestamp=src,
-                      ServerTimestamp=datetime(2026, 6, 1, tzinfo=UTC))
+    dv = ua.DataValue(ua.Variant(3), SourceTimestamp=src,  # type: ignore[arg-type]
+                      ServerTimestamp=datetime(2026, 6, 1, tzinfo=UTC))  # type: ignore[arg-type]
     assert to_reading("d", "t", dv, "mm").source_ts == src

@@ -1,0 +1,52 @@
+"""Pure conversion of an OPC UA DataValue into a Reading."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from asyncua import ua
+
+from gateway.models import Quality, Reading, utc_now
+
+Scalar = bool | int | float | str | None
+
+
+def to_scalar(value: Any) -> Scalar:
+    """Arrays become JSON strings because Reading.value holds scalars only."""
+    if isinstance(value, list | tuple):
+        return json.dumps([_plain(v) for v in value])
+    return _plain(value)
+
+
+def _plain(value: Any) -> Scalar:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        return _aware(value).isoformat()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(bytes(value)).decode()
+    if isinstance(value, ua.LocalizedText):
+        return value.Text
+    return str(value)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def quality_of(status: ua.StatusCode | None) -> Quality:
+    code = 0 if status is None else status.value
+    severity = code >> 30
+    return {0: Quality.GOOD, 1: Quality.UNCERTAIN}.get(severity, Quality.BAD)
+
+
+def to_reading(device: str, tag: str, dv: ua.DataValue, unit: str | None) -> Reading:
+    quality = quality_of(dv.StatusCode)
+    ts = dv.SourceTimestamp or dv.ServerTimestamp
+    value = None if quality is Quality.BAD or dv.Value is None else to_scalar(dv.Value.Value)
+    error = None if quality is Quality.GOOD or dv.StatusCode is None else dv.StatusCode.name
+    return Reading(device=device, tag=tag, value=value, quality=quality,
+                   source_ts=_aware(ts) if ts else utc_now(), unit=unit, error=error)

@@ -1,0 +1,149 @@
+"""An asyncua server that models a CNC machine, with fault switches for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from asyncua import Node, Server, ua
+
+from simulators.opcua.machines import Cnc
+
+NS_URI = "urn:shopfloor:cnc"
+
+
+def free_port() -> int:
+    """A free 127.0.0.1 port (the OS picks; a tiny race is acceptable for a simulator)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+# (name, variant type, initial value): one node of every value type.
+TYPED: list[tuple[str, ua.VariantType, Any]] = [
+    ("Types.Boolean", ua.VariantType.Boolean, True),
+    ("Types.SByte", ua.VariantType.SByte, -5),
+    ("Types.Byte", ua.VariantType.Byte, 200),
+    ("Types.Int16", ua.VariantType.Int16, -300),
+    ("Types.UInt16", ua.VariantType.UInt16, 60000),
+    ("Types.Int32", ua.VariantType.Int32, -70000),
+    ("Types.UInt32", ua.VariantType.UInt32, 4_000_000_000),
+    ("Types.Int64", ua.VariantType.Int64, -(2**40)),
+    ("Types.UInt64", ua.VariantType.UInt64, 2**63),
+    ("Types.Float", ua.VariantType.Float, 1.5),
+    ("Types.Double", ua.VariantType.Double, 2.25),
+    ("Types.String", ua.VariantType.String, "hello"),
+    ("Types.DateTime", ua.VariantType.DateTime, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ("Types.ByteString", ua.VariantType.ByteString, b"\x00\x01\xff"),
+    ("Types.DoubleArray", ua.VariantType.Double, [1.0, 2.0, 3.0]),
+]
+
+
+class OpcUaSimulator:
+    """`async with OpcUaSimulator(port=0) as sim: sim.endpoint`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
+                 tick: float = 0.1) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self.endpoint = f"opc.tcp://{host}:{self.port}/"
+        self.tick = tick
+        self.machine = Cnc(seed)
+        self.frozen = False
+        self._server: Server | None = None
+        self._nodes: dict[str, Node] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> OpcUaSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        idx = await server.register_namespace(NS_URI)
+        cnc_id = ua.NodeId(ua.String("Cnc"), ua.Int16(idx))
+        cnc = await server.nodes.objects.add_object(cnc_id, "Cnc")
+        self._nodes = {}
+        for name, vtype, value in [("Cnc.SpindleSpeed", ua.VariantType.Double, 0.0),
+                                   ("Cnc.SpindleLoad", ua.VariantType.Double, 0.0),
+                                   ("Cnc.PartCounter", ua.VariantType.UInt32, 0),
+                                   ("Cnc.Program", ua.VariantType.String, "O1000"),
+                                   ("Cnc.Axes", ua.VariantType.Double, [0.0, 0.0, 0.0]),
+                                   *TYPED]:
+            node_id = ua.NodeId(ua.String(name), ua.Int16(idx))
+            node = await cnc.add_variable(node_id, name.split(".")[-1],
+                                          ua.Variant(value, vtype))
+            self._nodes[name] = node
+        await server.start()
+        self._server = server
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def remove_node(self, name: str) -> None:
+        assert self._server is not None
+        node = self._nodes.pop(name)
+        await self._server.delete_nodes([node])
+
+    def freeze(self, on: bool) -> None:
+        self.frozen = on
+
+    async def _run(self) -> None:
+        while True:
+            if not self.frozen:
+                await self._update()
+            await asyncio.sleep(self.tick)
+
+    async def _update(self) -> None:
+        m = self.machine
+        m.step()
+        now = datetime.now(UTC)
+        for name, vtype, value in [("Cnc.SpindleSpeed", ua.VariantType.Double, m.spindle_speed),
+                                   ("Cnc.SpindleLoad", ua.VariantType.Double, m.spindle_load),
+                                   ("Cnc.PartCounter", ua.VariantType.UInt32, m.parts),
+                                   ("Cnc.Axes", ua.VariantType.Double, [m.x, m.y, m.z])]:
+            node = self._nodes.get(name)
+            if node is not None:
+                await node.write_value(ua.DataValue(ua.Variant(value, vtype),
+                                                    # asyncua types it as ua.DateTime
+                                                    SourceTimestamp=now,  # type: ignore[arg-type]
+                                                    ServerTimestamp=now))  # type: ignore[arg-type]
+
+
+def main(port: int = 4840) -> None:
+    """Run forever (python -m simulators.opcua.server)."""
+    logging.basicConfig(level=logging.WARNING)
+
+    async def forever() -> None:
+        async with OpcUaSimulator(port=port) as sim:
+            print(f"OPC UA simulator on {sim.endpoint}", flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(forever())
+
+
+if __name__ == "__main__":
+    main()
