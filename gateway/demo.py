@@ -63,7 +63,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     influx_api = args.influx_api or os.environ.get("GATEWAY_DEMO_INFLUX_API") or "v2"
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     try:
-        async with (EmbeddedBroker(port=args.mqtt_port) as broker,
+        async with (EmbeddedBroker(port=_free_or_any(args.mqtt_port)) as broker,
                     ModbusSimulator(port=args.modbus_port, seed=1) as simulator):
             # Through YAML and the loader, so devices are validated exactly as `gateway run` does.
             http_port = _free_or_any(args.http_port)
