@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds (default: until Ctrl-C)")
     demo.add_argument("--mqtt-port", type=int, default=1883,
-                      help="port of the embedded broker on 127.0.0.1 (0, or 1883 taken: any free port)")
+                      help="embedded broker port on 127.0.0.1 (0, or 1883 taken: any free port)")
     demo.add_argument("--http-port", type=int, default=8080,
                       help="status page on 127.0.0.1 (0, or 8080 taken: any free port)")
     demo.add_argument("--modbus-port", type=int, default=0,
