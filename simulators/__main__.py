@@ -11,18 +11,26 @@ import sys
 from gateway.units import parse_duration
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """Common flags, then one argument group per protocol (OPC UA adds its own group)."""
     parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (TCP)")
-    parser.add_argument("--modbus-port", type=int, default=5020,
-                        help="Modbus TCP port (0: any free port)")
-    parser.add_argument("--serial", default=None,
-                        help="serve Modbus RTU on this serial device instead of TCP")
-    parser.add_argument("--baudrate", type=int, default=19200)
     parser.add_argument("--seed", type=int, default=0, help="same seed, same values")
     parser.add_argument("--tick", default="100ms", help="model update period")
     parser.add_argument("--list", action="store_true", help="print the register map and exit")
-    args = parser.parse_args(argv)
+    modbus = parser.add_argument_group("Modbus")
+    modbus.add_argument("--modbus-port", type=int, default=5020,
+                        help="Modbus TCP port (0: any free port)")
+    modbus.add_argument("--serial", default=None,
+                        help="serve Modbus RTU on this serial device instead of TCP")
+    modbus.add_argument("--baudrate", type=int, default=19200)
+    modbus.add_argument("--parity", choices=("N", "E", "O"), default="N")
+    modbus.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
     if args.list:
@@ -42,7 +50,8 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     simulator = ModbusSimulator(host=args.host, port=args.modbus_port, seed=args.seed,
                                 tick=parse_duration(args.tick), serial_port=args.serial,
-                                baudrate=args.baudrate)
+                                baudrate=args.baudrate, parity=args.parity,
+                                stopbits=args.stopbits)
     async with simulator:
         where = args.serial or f"{args.host}:{simulator.port}"
         print(f"modbus simulator: units {sorted(simulator.units)} on {where}", flush=True)

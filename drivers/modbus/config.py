@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from drivers.base import DeviceConfig
 from drivers.modbus.codec import DataType, Order, register_count
@@ -22,8 +22,8 @@ class ModbusConnection(_Strict):
     serial: str | None = Field(None, description="RTU: serial device, e.g. /dev/ttyUSB0")
     baudrate: int = Field(9600, gt=0, description="RTU baud rate")
     parity: Literal["N", "E", "O"] = Field("N", description="RTU parity: N, E or O")
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = Field(1, description="RTU stop bits: 1 or 2")
+    bytesize: Literal[7, 8] = Field(8, description="RTU data bits: 7 or 8")
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id")
     timeout: Duration = Field(1.0, gt=0, description="Answer timeout of one request")
 
@@ -44,26 +44,53 @@ class ModbusTag(_Strict):
     byte_order: Order = Field("big", description="Byte order within each 16-bit register")
     word_order: Order = Field("big", description="Register order of 32/64-bit values")
     scale: float = Field(1.0, description="value * scale + offset")
-    offset: float = 0.0
+    offset: float = Field(0.0, description="Added after scaling: value * scale + offset")
     unit: str | None = Field(None, description="Engineering unit, e.g. degC")
     deadband: float | None = Field(None, ge=0, description="Publish only moves larger than this")
-    length: int | None = Field(None, ge=1, le=MAX_REGISTERS,
+    length: int | None = Field(None, ge=1, le=MAX_REGISTERS, validate_default=True,
                                description="string only: registers (2 characters each)")
     bit: int | None = Field(None, ge=0, le=15,
                             description="bool on a register: the bit (0 = least significant)")
 
+    # Field validators (rather than one model validator) so that an error's key path names the
+    # offending key: `tags[3].bit`, not just `tags[3]`. Each sees the fields declared before it.
+
+    @field_validator("type")
+    @classmethod
+    def _bits_are_bool(cls, value: DataType, info: ValidationInfo) -> DataType:
+        table = info.data.get("table")
+        if table in BIT_TABLES and value != "bool":
+            raise ValueError(f"a {table} holds single bits: use type bool")
+        return value
+
+    @field_validator("length", mode="after")
+    @classmethod
+    def _length_for_strings(cls, value: int | None, info: ValidationInfo) -> int | None:
+        data_type = info.data.get("type")
+        if data_type == "string" and value is None:
+            raise ValueError("type string needs length (registers, 2 characters each)")
+        if data_type not in (None, "string") and value is not None:
+            raise ValueError(f"length applies to type string only, not {data_type}")
+        return value
+
+    @field_validator("bit", mode="after")
+    @classmethod
+    def _bit_of_a_register(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return value
+        if info.data.get("table") in BIT_TABLES:
+            raise ValueError(f"bit does not apply to a {info.data['table']} (already one bit)")
+        if info.data.get("type") not in (None, "bool"):
+            raise ValueError(f"bit needs type bool, not {info.data['type']}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ModbusTag:
-        if self.table in BIT_TABLES and self.type != "bool":
-            raise ValueError(f"a {self.table} holds single bits: use type bool")
-        if self.bit is not None and (self.type != "bool" or self.table in BIT_TABLES):
-            raise ValueError("bit picks one bit of a holding or input register of type bool")
-        if (self.type == "string") != (self.length is not None):
-            raise ValueError("length is required for type string, and only for it")
         if (self.scale != 1 or self.offset != 0) and self.type in ("bool", "string"):
             raise ValueError(f"scale and offset do not apply to type {self.type}")
         if self.address + self.size > 65536:
-            raise ValueError("the tag runs past address 65535")
+            raise ValueError(f"the tag needs {self.size} registers from address {self.address} "
+                             f"and runs past address 65535")
         return self
 
     @property
@@ -75,8 +102,8 @@ class ModbusTag(_Strict):
 
 
 class ModbusDeviceConfig(DeviceConfig):
-    driver: Literal["modbus"]
-    connection: ModbusConnection
+    driver: Literal["modbus"] = Field(description="Selects the Modbus driver")
+    connection: ModbusConnection = Field(description="Modbus TCP (host) or RTU (serial)")
     max_gap: int = Field(10, ge=0, description="Unused addresses a read may bridge between tags")
     max_registers_per_read: int = Field(
         MAX_REGISTERS, ge=1, le=MAX_REGISTERS,
@@ -85,16 +112,18 @@ class ModbusDeviceConfig(DeviceConfig):
                                    description="Coils/discrete inputs per read")
     reconnect_max_backoff: Duration = Field(30.0, gt=0,
                                             description="Cap of the reconnect backoff")
-    tags: list[ModbusTag] = Field(min_length=1)
+    tags: list[ModbusTag] = Field(min_length=1, description="The values to read; names unique")
 
-    @model_validator(mode="after")
-    def _tags_fit(self) -> ModbusDeviceConfig:
-        names = [tag.name for tag in self.tags]
+    @field_validator("tags")
+    @classmethod
+    def _tags_fit(cls, tags: list[ModbusTag], info: ValidationInfo) -> list[ModbusTag]:
+        names = [tag.name for tag in tags]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"duplicate tag names: {', '.join(duplicates)}")
-        for tag in self.tags:
-            if tag.table not in BIT_TABLES and tag.size > self.max_registers_per_read:
+        cap = info.data.get("max_registers_per_read", MAX_REGISTERS)
+        for tag in tags:
+            if tag.table not in BIT_TABLES and tag.size > cap:
                 raise ValueError(f"tag {tag.name} needs {tag.size} registers, more than "
-                                 f"max_registers_per_read ({self.max_registers_per_read})")
-        return self
+                                 f"max_registers_per_read ({cap})")
+        return tags

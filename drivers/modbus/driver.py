@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,23 @@ _READ_METHOD = {"holding": "read_holding_registers", "input": "read_input_regist
                 "coil": "read_coils", "discrete": "read_discrete_inputs"}
 
 
+class _Link:
+    """One connection's state. pymodbus 3.16 does not fail a pending request when the peer
+    closes the connection (measured: the request waits out its full timeout), so its
+    connect/disconnect callback cancels the request in flight instead. One `_Link` per client,
+    so a late callback from a closed client cannot touch the next connection."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.inflight: asyncio.Task[Any] | None = None
+
+    def changed(self, connected: bool) -> None:
+        if not connected:
+            self.lost = True
+            if self.inflight is not None:
+                self.inflight.cancel()
+
+
 class ModbusDriver(Driver):
     config_model = ModbusDeviceConfig
 
@@ -40,6 +58,7 @@ class ModbusDriver(Driver):
             max_gap=config.max_gap, max_registers=config.max_registers_per_read,
             max_bits=config.max_bits_per_read)
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._link = _Link()
 
     def tag_names(self) -> list[str]:
         return list(self.tags)
@@ -62,7 +81,9 @@ class ModbusDriver(Driver):
         conn = self.settings.connection
         # pymodbus must neither reconnect nor retry on its own: the runtime reconnects with
         # backoff, and retries would multiply the timeout of a device that is down.
-        common: dict[str, Any] = {"timeout": conn.timeout, "retries": 0, "reconnect_delay": 0}
+        self._link = _Link()
+        common: dict[str, Any] = {"timeout": conn.timeout, "retries": 0, "reconnect_delay": 0,
+                                  "trace_connect": self._link.changed}
         if conn.host is not None:
             self._client = AsyncModbusTcpClient(conn.host, port=conn.port, **common)
             where = f"{conn.host}:{conn.port}"
@@ -94,16 +115,27 @@ class ModbusDriver(Driver):
         return readings
 
     async def _execute(self, request: ReadRequest) -> list[Reading]:
-        if self._client is None or not self._client.connected:
+        if self._client is None or not self._client.connected or self._link.lost:
             raise DeviceUnreachable("not connected", self.name)
         method = getattr(self._client, _READ_METHOD[request.table])
         COUNTERS.inc("gateway_modbus_requests_total", device=self.name)
+        unit_id = self.settings.connection.unit_id
+        link = self._link
+        link.inflight = asyncio.ensure_future(
+            method(request.start, count=request.count, device_id=unit_id))
         try:
-            answer = await method(request.start, count=request.count,
-                                  device_id=self.settings.connection.unit_id)
-        except ModbusException as exc:
-            raise DeviceUnreachable(f"no answer from unit {self.settings.connection.unit_id}: "
-                                    f"{exc}", self.name) from exc
+            answer = await link.inflight
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if link.lost and (current is None or not current.cancelling()):
+                raise DeviceUnreachable(f"connection to unit {unit_id} lost", self.name) from None
+            raise
+        except (ModbusException, OSError) as exc:
+            # pymodbus 3.16 reports a timeout as ModbusIOException and a dropped connection as
+            # ConnectionException; OSError covers a socket that fails under it.
+            raise DeviceUnreachable(f"no answer from unit {unit_id}: {exc}", self.name) from exc
+        finally:
+            link.inflight = None
         arrived = utc_now()
         if answer.isError():
             code = getattr(answer, "exception_code", 0)

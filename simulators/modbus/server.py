@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,9 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 
 from simulators.modbus.encoding import to_registers
 from simulators.modbus.machines import Machine, load_machines
@@ -23,22 +25,22 @@ from simulators.modbus.machines import Machine, load_machines
 log = logging.getLogger(__name__)
 TABLE_SIZE = 256
 FUNCTION_TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding",
-                   15: "coil", 16: "holding"}
+                   15: "coil", 16: "holding", 22: "holding", 23: "holding"}
 SEQUENCE_TAG = "poll_sequence"
 FAULT_KINDS = ("none", "silent", "delay", "exception", "drop", "short")
-
-
-@dataclass
-class Fault:
-    kind: str = "none"
-    seconds: float = 0.0
-    code: int = 4
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str = "none"
+    seconds: float = 0.0
+    code: int = 4
 
 
 class _Unit:
@@ -91,13 +93,9 @@ class _Datastore:
     async def async_getValues(self, device_id: int, func_code: int, address: int,
                               count: int = 1) -> list[Any] | ExcCodes:
         unit = self._unit(device_id)
-        fault = await self.simulator.apply_fault(device_id)
-        if fault is not None:
-            return fault
         table = FUNCTION_TABLES[func_code]
         if address + count > TABLE_SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
-        self.simulator.requests[device_id] += 1
         unit.next_sequence(table, address, count)
         values = list(unit.tables[table][address:address + count])
         if self.simulator.fault_of(device_id).kind == "short":
@@ -107,9 +105,6 @@ class _Datastore:
     async def async_setValues(self, device_id: int, func_code: int, address: int,
                               values: list[Any]) -> ExcCodes | None:
         unit = self._unit(device_id)
-        fault = await self.simulator.apply_fault(device_id)
-        if fault is not None:
-            return fault
         table = FUNCTION_TABLES[func_code]
         if address + len(values) > TABLE_SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
@@ -120,6 +115,78 @@ class _Datastore:
         if device_id not in self.simulator.units:
             raise NoSuchIdException(f"no unit {device_id}")
         return self.simulator.units[device_id]
+
+
+class _RequestHandler(ServerRequestHandler):
+    """pymodbus's per-connection handler, with the fault switches, answering each request from
+    the request itself.
+
+    pymodbus 3.16's own `handle_request` re-reads `self.last_pdu` after awaiting the datastore:
+    a delayed answer then goes out with the transaction id and unit of whatever request arrived
+    meanwhile (measured: unit 1's late value answered as unit 2's), or is lost to an
+    AttributeError if a partial frame arrived. Taking the request as it is decoded keeps delayed
+    answers correct, and lets a request go unanswered or close only its own connection.
+    """
+
+    simulator: ModbusSimulator
+
+    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        used = super().callback_data(data, addr)
+        if self.last_pdu is not None:
+            self.simulator.spawn(self._answer(self.last_pdu, self.last_addr))
+        return used
+
+    def handle_later(self) -> None:
+        """pymodbus schedules this for every decoded request: answered in `callback_data`."""
+
+    async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None) -> None:
+        simulator, device_id = self.simulator, request.dev_id
+        simulator.requests[device_id] += 1
+        fault = simulator.fault_of(device_id)
+        if fault.kind == "silent" or (fault.kind == "drop" and simulator.serial_port):
+            return  # a serial line has no connection to drop: it just stays quiet
+        if fault.kind == "drop":
+            self.close()
+            return
+        if fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+        response = await self._response(request, fault)
+        response.transaction_id, response.dev_id = request.transaction_id, device_id
+        if self.transport is not None:  # the client may have gone while we waited
+            self.server_send(response, addr)
+
+    async def _response(self, request: ModbusPDU, fault: Fault) -> ModbusPDU:
+        if fault.kind == "exception":
+            return ExceptionResponse(request.function_code, fault.code)
+        try:
+            return await request.datastore_update(self.server.context, request.dev_id)
+        except NoSuchIdException:
+            return ExceptionResponse(request.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+        except Exception:
+            log.exception("modbus simulator: cannot answer %s", request)
+            return ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+
+
+def _handler(server: ModbusTcpServer | ModbusSerialServer,
+             simulator: ModbusSimulator) -> _RequestHandler:
+    handler = _RequestHandler(server, server.trace_packet, server.trace_pdu,
+                              server.trace_connect)
+    handler.simulator = simulator
+    return handler
+
+
+class _TcpServer(ModbusTcpServer):
+    simulator: ModbusSimulator
+
+    def callback_new_connection(self) -> _RequestHandler:
+        return _handler(self, self.simulator)
+
+
+class _SerialServer(ModbusSerialServer):
+    simulator: ModbusSimulator
+
+    def callback_new_connection(self) -> _RequestHandler:
+        return _handler(self, self.simulator)
 
 
 class ModbusSimulator:
@@ -135,6 +202,8 @@ class ModbusSimulator:
         self.machines = machines if machines is not None else load_machines()
         self.units = {m.unit_id: _Unit(m) for m in self.machines}
         self.host = host
+        # port=0 picks a free port now, not at start: tests use `port` before starting (a
+        # device that is down at start) and after a stop/start (the same PLC rebooting).
         self.port = port or (0 if serial_port else free_port(host))
         self.seed = seed
         self.tick = tick
@@ -145,9 +214,9 @@ class ModbusSimulator:
         self._faults: dict[int | None, Fault] = {}
         self._frozen = False
         self._ticks = 0
-        self._started = 0.0
-        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._server: _TcpServer | _SerialServer | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._answers: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ModbusSimulator:
         await self.start()
@@ -157,7 +226,6 @@ class ModbusSimulator:
         await self.stop()
 
     async def start(self) -> None:
-        self._started = time.monotonic()
         self._update()
         # pymodbus 3.16 insists on a context at construction and warns that these are deprecated;
         # it is replaced by our own datastore right after.
@@ -168,26 +236,38 @@ class ModbusSimulator:
             placeholder = ModbusServerContext(devices={1: ModbusDeviceContext()}, single=False)
         finally:
             pymodbus_log.setLevel(level)
+        server: _TcpServer | _SerialServer
         if self.serial_port:
-            self._server = ModbusSerialServer(placeholder, framer=FramerType.RTU,
-                                              port=self.serial_port, **self.serial)
+            server = _SerialServer(placeholder, framer=FramerType.RTU, port=self.serial_port,
+                                   **self.serial)
         else:
-            self._server = ModbusTcpServer(placeholder, address=(self.host, self.port))
-        # Our own datastore: it applies the faults and answers from the models' tables.
-        self._server.context = _Datastore(self)  # type: ignore[assignment]
-        await self._server.serve_forever(background=True)
+            server = _TcpServer(placeholder, address=(self.host, self.port))
+        server.simulator = self
+        # Our own datastore: it answers from the models' tables.
+        server.context = _Datastore(self)  # type: ignore[assignment]
+        await server.serve_forever(background=True)
+        self._server = server
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info("modbus simulator: %d machines on %s", len(self.units),
                  self.serial_port or f"{self.host}:{self.port}")
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        tasks = [*self._answers, *([self._ticker] if self._ticker else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+                await task
+        self._ticker = None
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
+
+    def spawn(self, answer: Coroutine[Any, Any, None]) -> None:
+        """Run one request's answer as a task we own, so `stop()` can cancel a delayed one."""
+        task = asyncio.get_running_loop().create_task(answer)
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     async def _tick_forever(self) -> None:
         while True:
@@ -225,28 +305,22 @@ class ModbusSimulator:
         self.requests.clear()
 
     def set_fault(self, unit_id: int | None, kind: str, **params: Any) -> None:
-        """none | silent (never answer) | delay (seconds=) | exception (code=) |
-        drop (close connections) | short (answer fewer values than asked). None: all units."""
+        """Make a unit (None: every unit) misbehave until `set_fault(unit_id, "none")`.
+
+        silent: never answer (the client times out); delay (seconds=): answer late;
+        exception (code=): answer every request with that Modbus exception code;
+        drop: close the TCP connection on each request (on a serial line: stay silent);
+        short: answer reads with fewer values than asked (one register, or one byte of bits).
+        """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}: {', '.join(FAULT_KINDS)}")
+        fault = Fault(kind, **params)
+        if kind == "exception":
+            ExcCodes(fault.code)  # a ValueError now rather than a broken answer later
         if unit_id is None:
-            self._faults = {None: Fault(kind, **params)}
+            self._faults = {None: fault}
         else:
-            self._faults[unit_id] = Fault(kind, **params)
+            self._faults[unit_id] = fault
 
     def fault_of(self, unit_id: int) -> Fault:
         return self._faults.get(unit_id) or self._faults.get(None) or Fault()
-
-    async def apply_fault(self, unit_id: int) -> ExcCodes | None:
-        fault = self.fault_of(unit_id)
-        if fault.kind == "silent":
-            await asyncio.sleep(3600)  # the request is never answered
-        elif fault.kind == "delay":
-            await asyncio.sleep(fault.seconds)
-        elif fault.kind == "exception":
-            return ExcCodes(fault.code)
-        elif fault.kind == "drop" and self._server is not None:
-            for connection in list(self._server.active_connections.values()):
-                connection.close()
-            await asyncio.sleep(3600)
-        return None

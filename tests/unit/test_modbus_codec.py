@@ -137,3 +137,25 @@ def test_encoding_agrees_with_struct_for_big_endian() -> None:
     raw = struct.pack(">f", 1.5)
     assert encode_value(1.5, "float32") == [int.from_bytes(raw[:2], "big"),
                                             int.from_bytes(raw[2:], "big")]
+
+
+@given(st.booleans(), orders)
+def test_bool_round_trips_in_every_order(value: bool, order: tuple[str, str]) -> None:
+    registers = encode_value(value, "bool", *order)  # type: ignore[arg-type]
+    assert decode_registers(registers, "bool", *order) is value  # type: ignore[arg-type]
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=8), orders)
+def test_word_order_does_not_reorder_strings(text: str, order: tuple[str, str]) -> None:
+    registers = encode_value(text, "string", *order, length=4)  # type: ignore[arg-type]
+    assert registers == encode_value(text, "string", order[0], "big", length=4)  # type: ignore[arg-type]
+    assert decode_registers(registers, "string", *order, length=4) == text  # type: ignore[arg-type]
+
+
+def test_string_bytes_above_ascii_decode_as_latin_1() -> None:
+    assert decode_registers([0x4DB0, 0x4300], "string", length=2) == "M\u00b0C"
+
+
+def test_string_too_long_for_its_registers_is_refused() -> None:
+    with pytest.raises(ValueError, match="longer than 4 characters"):
+        encode_value("ABCDE", "string", length=2)
