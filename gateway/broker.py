@@ -3,45 +3,55 @@
 from __future__ import annotations
 
 import logging
-import warnings
+import socket
 from typing import Any
 
 from amqtt.broker import Broker
 
 log = logging.getLogger(__name__)
 
+# amqtt 0.12 logs every connection and packet (and `transitions` every state change) at INFO.
+_NOISY_LOGGERS = ("amqtt", "transitions")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
 
 class EmbeddedBroker:
     """`async with EmbeddedBroker(port=1883) as broker:` then `broker.url`. Binds 127.0.0.1
-    only and allows anonymous clients: it is for demos on one machine, not for production."""
+    only and allows anonymous clients: it is for demos on one machine, not for production.
+    `port=0` picks a free port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
-        if port == 0:
-            from simulators.modbus.server import free_port
-
-            port = free_port(host)
         self.host = host
-        self.port = port
-        self.url = f"mqtt://{host}:{port}"
+        self.port = port or _free_port(host)
+        self.url = f"mqtt://{host}:{self.port}"
         self._broker: Broker | None = None
 
-    async def __aenter__(self) -> EmbeddedBroker:
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-        config: dict[str, Any] = {
+    def _config(self) -> dict[str, Any]:
+        # amqtt 0.12's `plugins` section replaces the deprecated `auth`, `topic-check` and
+        # `sys_interval` keys. Naming plugins also keeps amqtt's defaults out: the packet and
+        # event loggers and the $SYS plugin, which publishes broker statistics every 20 s.
+        # One TCP listener only (no websocket).
+        return {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "sys_interval": 0,
-            "auth": {"allow-anonymous": True},
-            "topic-check": {"enabled": False},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
         }
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # amqtt 0.12's own plugins
-            self._broker = Broker(config)
-            await self._broker.start()
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        for noisy in _NOISY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        self._broker = Broker(self._config())
+        await self._broker.start()
         log.info("embedded MQTT broker at %s", self.url)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._broker is not None:
-            await self._broker.shutdown()
-            self._broker = None
+            broker, self._broker = self._broker, None
+            await broker.shutdown()

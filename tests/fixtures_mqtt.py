@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +49,24 @@ class Mosquitto:
         self.service.start()
 
     def stop(self) -> None:
+        self.resume()  # a stopped process would not act on SIGTERM
         self.service.stop()
 
     def kill(self) -> None:
         self.service.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker keeps its connections open but answers nothing, like a hung
+        server or a silently dropped network."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: int) -> None:
+        proc = self.service.proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, sig)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +104,9 @@ class MqttCollector:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"collector-{id(self)}",
+                                   # unique: a reused id would inherit another test's
+                                   # persistent session and its queued messages
+                                   client_id=f"collector-{uuid.uuid4().hex[:12]}",
                                    clean_session=not persistent)
         self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos)

@@ -13,10 +13,11 @@ import contextlib
 import json
 import logging
 import ssl
+import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -36,12 +37,13 @@ from gateway.sinks.topics import (
 )
 
 log = logging.getLogger(__name__)
-_QUEUE_FULL_RETRIES = 200  # x 50 ms: how long a full paho queue may take to drain
 
 
 class MqttSink(Sink):
     name = "mqtt"
     flush_interval = 0.0
+    ack_timeout = 10.0
+    """Seconds a batch may wait for its acknowledgements, plus 1 ms per message."""
 
     def __init__(self, config: MqttSinkConfig, gateway_id: str, site: str,
                  contexts: Mapping[str, DeviceContext], counters: Counters = COUNTERS) -> None:
@@ -52,10 +54,19 @@ class MqttSink(Sink):
         self.counters = counters
         self.batch_size = config.batch_size
         self.status_topic = status_topic(site, gateway_id)
+        url = urlsplit(config.url)
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+        # Credentials in the URL (mqtt://user:pw@host) never reach a log line.
+        self.url = f"{url.scheme}://{self._host}:{self._port}"
+        self._url_credentials = (unquote(url.username) if url.username else None,
+                                 unquote(url.password) if url.password else None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
+        self._connect_failures = 0
+        self._closing = False
         self._pending: set[int] = set()
-        self._batch_done = asyncio.Event()
+        self._progress = asyncio.Event()  # an acknowledgement arrived, or the batch failed
         self._failure: str | None = None
         self._topics: dict[tuple[str, str], str] = {}
         self._reconnected = asyncio.Event()
@@ -73,42 +84,50 @@ class MqttSink(Sink):
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=config.client_id or f"shopfloor-{self.gateway_id}",
                              protocol=mqtt.MQTTv311)
+        username, password = self._url_credentials
         if config.username:
+            username = config.username
             password = config.password.get_secret_value() if config.password else None
-            client.username_pw_set(config.username, password)
+        if username:
+            client.username_pw_set(username, password)
         if config.url.startswith("mqtts://"):
             client.tls_set(ca_certs=config.ca, certfile=config.cert, keyfile=config.key,
                            cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(config.insecure)
         client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
-        # paho silently loses QoS 1 messages past 65,535 queued: cap the queue well below.
+        # paho 2.2 silently loses QoS 1 messages past 65,535 queued: cap the queue well below.
         client.max_queued_messages_set(config.max_queued_messages)
         client.max_inflight_messages_set(min(1000, config.max_queued_messages))
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        url = urlsplit(self.config.url)
-        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        self._client.connect_async(url.hostname or "127.0.0.1", port,
+        self._client.connect_async(self._host, self._port,
                                    keepalive=max(1, int(self.config.keepalive)))
-        self._client.loop_start()  # reconnects by itself, with the delays set above
+        self._client.loop_start()  # connects and reconnects by itself, with the delays above
 
     async def close(self) -> None:
+        """Publish the offline status (a clean DISCONNECT discards the last will), then
+        disconnect."""
+        self._closing = True
         try:
             if self._connected:
                 info = self._client.publish(self.status_topic, self._status("offline"), qos=1,
                                             retain=True)
-                await asyncio.to_thread(info.wait_for_publish, 2.0)
-            self._client.disconnect()
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    await asyncio.to_thread(info.wait_for_publish, 2.0)
         except Exception as exc:  # close never raises
-            log.debug("mqtt: error while closing: %s", exc)
-        finally:
+            log.debug("mqtt: could not publish the offline status: %s", exc)
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        with contextlib.suppress(Exception):
             await asyncio.to_thread(self._client.loop_stop)
+        self._connected = False
 
     @property
     def connected(self) -> bool:
@@ -124,55 +143,76 @@ class MqttSink(Sink):
     # -- delivery ----------------------------------------------------------------------------
 
     async def send(self, readings: Sequence[Reading]) -> None:
+        """Publish the batch; return once every message is acknowledged. One send at a time
+        (the delivery loop's contract): the pending set belongs to the batch in flight."""
         if not self._connected:
             self.counters.inc("gateway_sink_failures_total", sink=self.name)
-            raise SinkError("not connected to the MQTT broker", self.name)
+            raise SinkError(f"not connected to the MQTT broker at {self.url}", self.name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout + len(readings) / 1000
         self._failure = None
         self._pending.clear()
-        if self.config.payload == "device":
-            for cycle in device_cycles(readings):
-                await self._publish(self._device_topic(cycle[0].device),
-                                    encode_device_payload(cycle))
-        else:
-            for reading in readings:
-                await self._publish(self._topic(reading), encode_payload(reading))
-        await self._wait_for_acks(10.0 + len(readings) / 1000)
-        self.counters.inc("gateway_sink_sent_total", len(readings), sink=self.name)
-
-    async def _publish(self, topic: str, payload: bytes) -> None:
-        for _ in range(_QUEUE_FULL_RETRIES):
-            info = self._client.publish(topic, payload, qos=self.config.qos,
-                                        retain=self.config.retain)
-            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._pending.add(info.mid)
-                return
-            if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                self._fail_batch(f"publish failed: {mqtt.error_string(info.rc)}")
-                break
-            # paho's queue is full: wait for acknowledgements to make room (never drop).
-            await asyncio.sleep(0.05)
-            if self._failure is not None:
-                break
-        else:
-            self._fail_batch("the broker does not acknowledge (paho's queue stays full)")
-        await self._wait_for_acks(0)
-
-    async def _wait_for_acks(self, seconds: float) -> None:
-        """Until every pending message is acknowledged; raises SinkError on a failure."""
-        deadline = asyncio.get_running_loop().time() + seconds
-        while self._pending and self._failure is None:
-            self._batch_done.clear()
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                self._fail_batch("no acknowledgement from the broker in time")
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._batch_done.wait(), remaining)
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
+        dropped = 0
+        try:
+            for topic, payload, count in self._messages(readings):
+                if not await self._publish(topic, payload, deadline):
+                    dropped += count
+            await self._wait_for_acks(deadline)
+        except SinkError:
             self._pending.clear()
             self.counters.inc("gateway_sink_failures_total", sink=self.name)
-            raise SinkError(failure, self.name)
+            raise
+        self.counters.inc("gateway_sink_sent_total", len(readings) - dropped, sink=self.name)
+
+    def _messages(self, readings: Sequence[Reading]) -> Iterator[tuple[str, bytes, int]]:
+        """(topic, payload, readings it carries) for every message of the batch."""
+        if self.config.payload == "device":
+            for cycle in device_cycles(readings):
+                yield self._device_topic(cycle[0].device), encode_device_payload(cycle), len(cycle)
+        else:
+            for reading in readings:
+                yield self._topic(reading), encode_payload(reading), 1
+
+    async def _publish(self, topic: str, payload: bytes, deadline: float) -> bool:
+        """Hand one message to paho: True once queued, False when it can never be published
+        (dropped, logged and counted so that it cannot block the sink), SinkError when the
+        batch must be retried."""
+        while True:
+            try:
+                info = self._client.publish(topic, payload, qos=self.config.qos,
+                                            retain=self.config.retain)
+            except ValueError as exc:  # a topic or payload over MQTT's size limits
+                log.error("mqtt: message on %.200s cannot be published, dropped: %s", topic, exc)
+                self.counters.inc("gateway_sink_dropped_total", sink=self.name,
+                                  reason="unpublishable")
+                return False
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._pending.add(info.mid)
+                return True
+            if info.rc != MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                raise SinkError(f"publish failed: {mqtt.error_string(info.rc)}", self.name)
+            # paho's queue is full: wait for acknowledgements to make room (never drop).
+            await self._wait_for_progress(deadline, "the broker does not acknowledge "
+                                          "(paho's queue stays full)")
+
+    async def _wait_for_acks(self, deadline: float) -> None:
+        while self._pending:
+            await self._wait_for_progress(
+                deadline, f"no acknowledgement from the broker in time "
+                f"({len(self._pending)} message(s) outstanding)")
+
+    async def _wait_for_progress(self, deadline: float, timeout_reason: str) -> None:
+        """Until the next acknowledgement; SinkError on a failure or past the deadline."""
+        if self._failure is not None:
+            raise SinkError(self._failure, self.name)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise SinkError(timeout_reason, self.name)
+        self._progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), remaining)
+        if self._failure is not None:
+            raise SinkError(self._failure, self.name)
 
     def update_contexts(self, contexts: Mapping[str, DeviceContext]) -> None:
         super().update_contexts(contexts)
@@ -199,24 +239,54 @@ class MqttSink(Sink):
         return {"gateway": self.gateway_id, "site": self.site, "device": device, "tag": tag,
                 "area": ctx.area if ctx else "", "line": ctx.line if ctx else ""}
 
-    def _fail_batch(self, reason: str) -> None:
-        self._failure = reason
-        self._batch_done.set()
-
     # -- paho callbacks (paho's thread) ------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         if reason.is_failure:
-            log.error("mqtt: broker %s refused the connection: %s", self.config.url, reason)
+            self._connect_failed(f"broker {self.url} refused the connection: {reason}",
+                                 logging.ERROR)
             return
-        log.info("mqtt: connected to %s", self.config.url)
-        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        if self._connect_failures:
+            log.info("mqtt: connected to %s after %d failed attempt(s)", self.url,
+                     self._connect_failures)
+        else:
+            log.info("mqtt: connected to %s", self.url)
+        self._connect_failures = 0
+        self._publish_online()
         self._call(self._set_connected, True)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho 2.2 calls this from inside its `except OSError:` and passes no reason.
+        reason = sys.exc_info()[1]
+        self._connect_failed(f"cannot connect to {self.url}: {reason or 'unknown error'}",
+                             logging.WARNING)
+
+    def _connect_failed(self, message: str, level: int) -> None:
+        """The first failure of an outage at `level`, repeats (every 1-30 s) at debug."""
+        self._connect_failures += 1
+        if self._connect_failures == 1:
+            log.log(level, "mqtt: %s (retrying every 1-30 s)", message)
+        else:
+            log.debug("mqtt: %s (attempt %d)", message, self._connect_failures)
+
+    def _publish_online(self) -> None:
+        """The retained online status; retried while paho's queue is full of the messages
+        of a batch that failed with the connection."""
+        if not self._client.is_connected():
+            return
+        info = self._client.publish(self.status_topic, self._status("online"), qos=1,
+                                    retain=True)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            log.debug("mqtt: paho's queue is full; the online status follows in 0.2 s")
+            self._call(self._call_later, 0.2, self._publish_online)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        log.warning("mqtt: disconnected from %s: %s", self.config.url, reason)
+        if self._closing:
+            log.info("mqtt: disconnected from %s", self.url)
+        elif self._connect_failures == 0:  # not after each failed attempt of an outage
+            log.warning("mqtt: disconnected from %s: %s", self.url, reason)
         self._call(self._set_connected, False)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
@@ -226,25 +296,30 @@ class MqttSink(Sink):
             self._drain_scheduled = True
             self._call(self._drain_acks)
 
-    def _call(self, callback: Any, *args: Any) -> None:
+    def _call(self, callback: Callable[..., object], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                self._loop.call_soon_threadsafe(callback, *args)
 
     # -- on the event loop -------------------------------------------------------------------
+
+    def _call_later(self, delay: float, callback: Callable[[], object]) -> None:
+        assert self._loop is not None
+        self._loop.call_later(delay, callback)
 
     def _set_connected(self, connected: bool) -> None:
         self._connected = connected
         if connected:
             self._reconnected.set()
-        if not connected and self._pending:
-            self._fail_batch("connection to the MQTT broker lost while waiting for acks")
+        else:  # a batch in flight fails now rather than at its deadline
+            self._failure = f"connection to the MQTT broker at {self.url} lost"
+            self._progress.set()
 
     def _drain_acks(self) -> None:
         self._drain_scheduled = False
         while self._acks:
             self._pending.discard(self._acks.popleft())
-        if not self._pending:
-            self._batch_done.set()
+        self._progress.set()
 
     async def wait_ready(self, seconds: float) -> None:
         if self._connected:  # failed while connected: a plain pause

@@ -1,48 +1,76 @@
-"""MQTT topics and payloads (pure): the topic template of the config and the JSON payload."""
+"""MQTT topics and payloads (pure): the topic template of the config and the JSON payload.
+
+Topic levels are sanitized rather than rejected, because a name the broker refuses is worse than
+a changed character: mosquitto 2.0 answers a PUBLISH whose topic holds a control character
+(C0, DEL, C1) or a Unicode noncharacter by dropping the connection, and paho re-sends the
+queued message after every reconnect, so one bad name would stall the sink forever (measured).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import string
 from collections.abc import Mapping, Sequence
 
 from gateway.models import Quality, Reading
 
 PLACEHOLDERS = frozenset({"gateway", "site", "area", "line", "device", "tag"})
-_ILLEGAL = str.maketrans({"+": "_", "#": "_", "/": "_", "\x00": "_"})
+# What MQTT (and mosquitto's UTF-8 check) refuses inside a topic, plus the level separator and
+# the wildcards: NUL and controls, DEL and C1 controls, surrogates (not encodable as UTF-8),
+# and the noncharacters U+FDD0..U+FDEF and U+xxFFFE/U+xxFFFF of every plane.
+_ILLEGAL = re.compile(r"[/+#\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+                      + "".join(rf"\U{plane:04x}fffe\U{plane:04x}ffff" for plane in range(17))
+                      + "]")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_JSON_ASCII = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def validate_topic_template(template: str, per_tag: bool = True) -> str:
     """The template itself, or ValueError naming an unknown placeholder or a wildcard."""
     try:
-        fields = [name for _, name, spec, _ in string.Formatter().parse(template)
+        fields = [(name, conversion, spec)
+                  for _, name, spec, conversion in string.Formatter().parse(template)
                   if name is not None]
     except ValueError as exc:
         raise ValueError(f"invalid topic template: {exc}") from None
-    unknown = sorted(set(fields) - PLACEHOLDERS)
+    unknown = sorted({name for name, _, _ in fields} - PLACEHOLDERS)
     if unknown:
         raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use "
                          + " ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS)))
+    for name, conversion, spec in fields:
+        if conversion or spec:
+            raise ValueError(f"placeholder {{{name}}} takes no format spec or conversion")
     if per_tag and "{tag}" not in template:
         raise ValueError("the topic template needs {tag} (one topic per tag)")
     if not per_tag and "{tag}" in template:
         raise ValueError("a device topic has no {tag}: all tags go in one message")
     if "+" in template or "#" in template:
         raise ValueError("a topic cannot contain the wildcards + or #")
+    literal = "".join(text for text, *_ in string.Formatter().parse(template))
+    if _ILLEGAL.search(literal.replace("/", "")):
+        raise ValueError("a topic cannot contain control characters")
+    if template.startswith("$"):
+        raise ValueError("topics starting with $ are reserved for the broker ($SYS)")
     return template
 
 
 def level(value: str) -> str:
-    """One topic level: characters MQTT reserves (and `/` inside a name) become `_`."""
-    return value.translate(_ILLEGAL)
+    """One topic level: characters MQTT reserves or refuses (and `/` inside a name) become
+    `_`."""
+    return _ILLEGAL.sub("_", value)
 
 
 def render_topic(template: str, values: Mapping[str, str]) -> str:
     """The template with every placeholder filled; empty levels (an unset area, say) are left
-    out rather than producing `site//line`."""
+    out rather than producing `site//line`, and so is a leading or trailing `/`. A leading `$`
+    (a site named `$x`) becomes `_`: subscribers to `#` never see `$` topics."""
     topic = template.format_map({k: level(v) for k, v in values.items()})
-    return "/".join(part for part in topic.split("/") if part)
+    topic = "/".join(part for part in topic.split("/") if part)
+    if topic.startswith("$"):
+        topic = "_" + topic[1:]
+    return topic or "_"
 
 
 def status_topic(site: str, gateway: str) -> str:
@@ -50,7 +78,15 @@ def status_topic(site: str, gateway: str) -> str:
 
 
 def format_ts(reading: Reading) -> str:
-    return reading.source_ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`2026-11-24T01:02:03.123456Z`: always microseconds (source_ts is UTC, see Reading)."""
+    return reading.source_ts.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _dump(payload: dict[str, object]) -> bytes:
+    try:
+        return _JSON.encode(payload).encode()
+    except UnicodeEncodeError:  # a lone surrogate (a PLC string decoded with surrogateescape)
+        return _JSON_ASCII.encode(payload).encode()
 
 
 def encode_payload(reading: Reading) -> bytes:
@@ -68,7 +104,7 @@ def encode_payload(reading: Reading) -> bytes:
         payload["unit"] = reading.unit
     if error is not None:
         payload["error"] = error
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _dump(payload)
 
 
 def device_cycles(readings: Sequence[Reading]) -> list[list[Reading]]:
@@ -107,4 +143,4 @@ def encode_device_payload(readings: Sequence[Reading]) -> bytes:
     if units:
         payload["units"] = units
     payload.update(flagged)
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _dump(payload)

@@ -72,8 +72,10 @@ async def test_payload_and_topic_follow_the_wire_contract(
     temperature = by_topic["jeonju/stamping/line-1/press-01/oil_temperature"]
     assert temperature.payload == {"value": 21.5, "quality": "good",
                                    "ts": "2026-11-24T01:02:03.123456Z", "unit": "degC"}
-    door = by_topic["jeonju/stamping/line-1/press-01/door_open"].payload
-    assert door["quality"] == "bad" and door["error"].startswith("modbus exception 2")
+    door = by_topic["jeonju/stamping/line-1/press-01/door_open"]
+    assert door.payload == {"value": None, "quality": "bad",
+                            "ts": "2026-11-24T01:02:03.123456Z",
+                            "error": "modbus exception 2 (illegal data address)"}
 
 
 async def test_qos1_send_returns_after_every_puback_and_all_arrive(
@@ -129,6 +131,21 @@ async def test_status_is_online_on_connect_and_offline_on_clean_close(
     assert online.topic == "jeonju/_gateway/edge-01/status" and online.retain is False
     online = online.payload
     assert online["gateway"] == "edge-01" and online["since"].endswith("Z")
+    assert set(online) == {"state", "gateway", "since", "version"}
+    late = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/_gateway/edge-01/status")
+    [retained] = await until(late, lambda m: len(m) >= 1)
+    assert retained.retain and retained.payload == {"state": "offline", "gateway": "edge-01"}
+
+
+async def test_a_late_subscriber_gets_the_retained_online_status(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    sink = await connected(make_sink(mosquitto.url, client_id="late-status"))
+    try:
+        late = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/_gateway/edge-01/status")
+        [message] = await until(late, lambda m: len(m) >= 1)
+    finally:
+        await sink.close()
+    assert message.retain and message.payload["state"] == "online"
 
 
 def test_last_will_marks_a_killed_gateway_offline(
@@ -161,17 +178,88 @@ def test_last_will_marks_a_killed_gateway_offline(
             proc.kill()
 
 
-async def test_send_fails_fast_when_the_broker_is_down(tmp_path: Path) -> None:
+async def test_send_fails_fast_when_the_broker_is_down(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     broker = Mosquitto(tmp_path / "never-started")
-    sink = make_sink(broker.url)
+    counters = Counters()
+    sink = make_sink(broker.url, counters)
     await sink.start()
     try:
         started = time.monotonic()
         with pytest.raises(SinkError, match="not connected"):
             await sink.send(counter_readings(3))
         assert time.monotonic() - started < 1
+        await asyncio.sleep(2.5)  # two or three connection attempts
     finally:
         await sink.close()
+    assert counters.get("gateway_sink_failures_total", sink="mqtt") == 1
+    # The reason is logged, once per outage rather than once per attempt.
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"mqtt: cannot connect to {broker.url}: [Errno 111] Connection "
+                        "refused (retrying every 1-30 s)"]
+
+
+async def test_send_returns_only_after_the_pubacks_and_fails_when_none_come(
+        fresh_mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    counters = Counters()
+    sink = await connected(make_sink(fresh_mosquitto.url, counters, retain=False))
+    sink.ack_timeout = 1.0
+    try:
+        fresh_mosquitto.pause()  # connected, but no PUBACK will come
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="no acknowledgement"):
+            await sink.send(counter_readings(10))
+        assert 1.0 <= time.monotonic() - started < 3
+        assert counters.get("gateway_sink_sent_total", sink="mqtt") == 0
+        fresh_mosquitto.resume()
+        collector = mqtt_collector(fresh_mosquitto.host, fresh_mosquitto.port,
+                                   "jeonju/+/+/press-01/#")
+        await sink.send(counter_readings(10, start=100))
+        messages = await until(collector, lambda m: {x.payload["value"] for x in m}
+                               >= set(range(100, 110)))
+    finally:
+        fresh_mosquitto.resume()
+        await sink.close()
+    assert counters.get("gateway_sink_sent_total", sink="mqtt") == 10
+    # paho re-sent the failed batch's messages too: duplicates are allowed, loss is not.
+    assert {m.payload["value"] for m in messages} >= set(range(100, 110))
+
+
+async def test_a_connection_lost_mid_batch_fails_the_batch_at_once(
+        fresh_mosquitto: Mosquitto) -> None:
+    sink = await connected(make_sink(fresh_mosquitto.url))
+    try:
+        fresh_mosquitto.pause()
+        sending = asyncio.create_task(sink.send(counter_readings(100)))
+        await asyncio.sleep(0.3)
+        assert not sending.done()
+        started = time.monotonic()
+        fresh_mosquitto.kill()
+        with pytest.raises(SinkError, match="lost"):
+            await asyncio.wait_for(sending, 5)
+        assert time.monotonic() - started < 2  # not the 10 s acknowledgement deadline
+        assert not sink.connected
+    finally:
+        await sink.close()
+
+
+async def test_names_the_broker_would_refuse_are_sanitized_not_fatal(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    # mosquitto drops a client that publishes to a topic with a control character; paho then
+    # re-sends it on every reconnect, so an unsanitized name would stall the sink for good.
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "sanitized/#")
+    sink = await connected(make_sink(mosquitto.url, retain=False,
+                                     topic="sanitized/{device}/{tag}"))
+    try:
+        await sink.send([Reading(device="press\x01", tag="temp\x7f\x85/#", value=1,
+                                 source_ts=TS)])
+        await sink.send(counter_readings(1))
+        messages = await until(collector, lambda m: len(m) >= 2)
+        assert sink.connected
+    finally:
+        await sink.close()
+    assert {m.topic for m in messages} == {"sanitized/press_/temp____",
+                                           "sanitized/press-01/cycle_counter"}
 
 
 async def test_sink_reconnects_after_the_broker_is_killed_and_restarted(
@@ -199,6 +287,47 @@ async def test_sink_reconnects_after_the_broker_is_killed_and_restarted(
         assert {m.payload["value"] for m in messages} >= set(range(100, 110))
     finally:
         await sink.close()
+
+
+async def test_an_unpublishable_message_is_dropped_and_counted_not_retried_forever(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector]) -> None:
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "toolong/#")
+    counters = Counters()
+    sink = await connected(make_sink(mosquitto.url, counters, retain=False,
+                                     topic="toolong/{device}/{tag}"))
+    try:
+        # MQTT topics end at 65,535 bytes: paho refuses this one for good.
+        too_long = Reading(device="press-01", tag="x" * 70_000, value=1, source_ts=TS)
+        await sink.send([too_long, *counter_readings(3)])
+        messages = await until(collector, lambda m: len(m) >= 3)
+    finally:
+        await sink.close()
+    assert sorted(m.payload["value"] for m in messages) == [0, 1, 2]
+    assert counters.get("gateway_sink_sent_total", sink="mqtt") == 3
+    assert counters.get("gateway_sink_dropped_total", sink="mqtt", reason="unpublishable") == 1
+
+
+async def test_online_status_follows_a_reconnect_even_with_paho_queue_full(
+        fresh_mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="gateway.sinks.mqtt")
+    broker = fresh_mosquitto
+    collector = mqtt_collector(broker.host, broker.port, "jeonju/_gateway/edge-01/status")
+    sink = await connected(make_sink(broker.url, max_queued_messages=10))
+    sink.ack_timeout = 1.0
+    try:
+        [first] = await until(collector, lambda m: len(m) >= 1)
+        broker.pause()
+        with pytest.raises(SinkError, match="queue stays full"):
+            await sink.send(counter_readings(100))  # leaves 10 unacknowledged in paho
+        broker.kill()
+        broker.start()
+        await until(collector, lambda m: any(x.payload["state"] == "online"
+                                             and x.payload["since"] > first.payload["since"]
+                                             for x in m), 30)
+    finally:
+        await sink.close()
+    assert "the online status follows" in caplog.text
 
 
 async def test_device_payload_mode_sends_one_message_per_device_and_cycle(
@@ -247,3 +376,35 @@ async def test_mqtts_wrong_password_is_refused_with_a_clear_log(
         await sink.close()
     assert "refused the connection: Not authorized" in caplog.text
     assert "wrong" not in caplog.text
+
+
+async def test_credentials_in_the_url_are_used_and_never_logged(
+        mosquitto_tls: TlsBroker, caplog: pytest.LogCaptureFixture) -> None:
+    tls = mosquitto_tls
+    url = tls.url.replace("mqtts://", f"mqtts://{tls.username}:{tls.password}@")
+    caplog.set_level("DEBUG")
+    sink = await connected(make_sink(url, ca=str(tls.ca), cert=str(tls.client_cert),
+                                     key=str(tls.client_key)))
+    try:
+        await sink.send(counter_readings(1))
+    finally:
+        await sink.close()
+    assert f"connected to {tls.url}" in caplog.text
+    assert tls.password not in caplog.text
+
+
+async def test_an_untrusted_server_certificate_is_logged_with_the_reason(
+        mosquitto_tls: TlsBroker, caplog: pytest.LogCaptureFixture) -> None:
+    tls = mosquitto_tls
+    # The client's own certificate is no CA of the server's: verification must fail loudly.
+    sink = make_sink(tls.url, ca=str(tls.client_cert), cert=str(tls.client_cert),
+                     key=str(tls.client_key), username=tls.username, password=tls.password)
+    await sink.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "cannot connect" not in caplog.text and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not sink.connected
+    finally:
+        await sink.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text

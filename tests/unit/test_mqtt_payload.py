@@ -1,0 +1,124 @@
+"""The MQTT JSON payload (pure): the wire contract of DESIGN.md and its edge cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.models import Quality, Reading
+from gateway.sinks.topics import device_cycles, encode_device_payload, encode_payload
+
+pytestmark = pytest.mark.unit
+TS = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
+
+
+def parse_ts(text: str) -> datetime:
+    assert text.endswith("Z")
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
+
+
+def test_payload_matches_the_wire_contract() -> None:
+    reading = Reading(device="d", tag="t", value=21.5, source_ts=TS, unit="degC")
+    assert encode_payload(reading) == \
+        b'{"value":21.5,"quality":"good","ts":"2026-11-24T01:02:03.123456Z","unit":"degC"}'
+
+
+def test_bad_payload_carries_the_error_and_no_unit_key_when_unset() -> None:
+    reading = Reading(device="d", tag="t", value=None, quality=Quality.BAD, source_ts=TS,
+                      error="modbus exception 2 (illegal data address)")
+    assert encode_payload(reading) == (
+        b'{"value":null,"quality":"bad","ts":"2026-11-24T01:02:03.123456Z",'
+        b'"error":"modbus exception 2 (illegal data address)"}')
+
+
+def test_uncertain_quality_is_passed_through() -> None:
+    reading = Reading(device="d", tag="t", value=3, quality=Quality.UNCERTAIN, source_ts=TS)
+    assert json.loads(encode_payload(reading))["quality"] == "uncertain"
+
+
+def test_whole_seconds_still_carry_microseconds() -> None:
+    reading = Reading(device="d", tag="t", value=1, source_ts=TS.replace(microsecond=0))
+    assert json.loads(encode_payload(reading))["ts"] == "2026-11-24T01:02:03.000000Z"
+
+
+def test_a_local_timestamp_is_sent_in_utc() -> None:
+    seoul = timezone(timedelta(hours=9))
+    reading = Reading(device="d", tag="t", value=1,
+                      source_ts=datetime(2026, 11, 24, 10, 2, 3, tzinfo=seoul))
+    assert json.loads(encode_payload(reading))["ts"] == "2026-11-24T01:02:03.000000Z"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_floats_are_sent_as_null_and_bad_with_the_reason(value: float) -> None:
+    payload = json.loads(encode_payload(Reading(device="d", tag="t", value=value,
+                                                source_ts=TS)))
+    assert payload["value"] is None and payload["quality"] == "bad"
+    assert payload["error"].startswith("not a number")
+
+
+def test_non_ascii_text_stays_readable_utf8() -> None:
+    reading = Reading(device="d", tag="t", value="Prüfung", source_ts=TS, unit="°C")
+    assert "°C".encode() in encode_payload(reading)
+
+
+def test_a_lone_surrogate_in_a_plc_string_still_encodes() -> None:
+    reading = Reading(device="d", tag="t", value="ab\udcff", source_ts=TS)
+    assert json.loads(encode_payload(reading))["value"] == "ab\udcff"
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1),
+                   st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+timestamps = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                          timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]))
+
+
+@given(values, st.sampled_from(list(Quality)), timestamps, st.none() | st.text(max_size=8),
+       st.none() | st.text(max_size=20))
+def test_payload_parses_back_to_the_reading(value: bool | int | float | str | None,
+                                            quality: Quality, ts: datetime,
+                                            unit: str | None, error: str | None) -> None:
+    reading = Reading(device="d", tag="t", value=value, quality=quality, source_ts=ts,
+                      unit=unit, error=error)
+    raw = encode_payload(reading)
+    payload = json.loads(raw)
+    assert payload["value"] == value and type(payload["value"]) is type(value)
+    assert payload["quality"] == quality.value
+    assert parse_ts(payload["ts"]) == ts
+    assert payload.get("unit") == unit and ("unit" in payload) == (unit is not None)
+    assert payload.get("error") == error and ("error" in payload) == (error is not None)
+    assert raw == compact(payload)  # no spaces, keys in the contract's order
+
+
+def compact(payload: dict[str, object]) -> bytes:
+    try:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def test_device_cycles_close_when_a_tag_comes_again() -> None:
+    def r(device: str, tag: str, value: int) -> Reading:
+        return Reading(device=device, tag=tag, value=value, source_ts=TS)
+
+    batch = [r("a", "x", 1), r("a", "y", 2), r("b", "x", 3), r("a", "x", 4), r("b", "y", 5)]
+    cycles = device_cycles(batch)
+    assert [[(x.device, x.value) for x in c] for c in cycles] == [
+        [("a", 1), ("a", 2)], [("b", 3), ("b", 5)], [("a", 4)]]
+
+
+def test_device_payload_holds_every_value_and_flags_bad_ones() -> None:
+    later = TS.replace(microsecond=223456)
+    payload = json.loads(encode_device_payload([
+        Reading(device="d", tag="oil", value=21.5, source_ts=TS, unit="degC"),
+        Reading(device="d", tag="running", value=True, source_ts=later),
+        Reading(device="d", tag="door", value=None, quality=Quality.BAD, source_ts=TS,
+                error="modbus exception 2"),
+    ]))
+    assert payload == {"ts": "2026-11-24T01:02:03.223456Z",
+                       "values": {"oil": 21.5, "running": True, "door": None},
+                       "units": {"oil": "degC"}, "bad": {"door": "modbus exception 2"}}
