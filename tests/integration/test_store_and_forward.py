@@ -117,6 +117,17 @@ def collector(fresh_mosquitto: Mosquitto,
                           persistent=True)
 
 
+async def running_then_broker_killed(tmp_path: Path, simulator: ModbusSimulator,
+                                     broker: Mosquitto, collector: MqttCollector) -> Rig:
+    """A gateway whose readings flowed, then 3 s of backlog behind a SIGKILLed broker."""
+    rig = Rig(tmp_path, simulator, broker, None)
+    rig.start_gateway()
+    await eventually(lambda: len(mqtt_sequence(collector)) >= 20, 30, "readings before")
+    broker.kill()
+    await asyncio.sleep(3)
+    return rig
+
+
 async def finish(rig: Rig, collector: MqttCollector, minimum: int) -> list[int]:
     """Let everything buffered arrive, stop the gateway cleanly, return what the broker got."""
     await eventually(lambda: len(set(mqtt_sequence(collector))) >= minimum, 60,
@@ -162,11 +173,7 @@ async def test_database_stopped_for_30s_loses_nothing(
 async def test_gateway_killed_while_the_broker_is_down_resumes_from_its_buffer(
         tmp_path: Path, simulator: ModbusSimulator, fresh_mosquitto: Mosquitto,
         collector: MqttCollector) -> None:
-    rig = Rig(tmp_path, simulator, fresh_mosquitto, None)
-    rig.start_gateway()
-    await eventually(lambda: len(mqtt_sequence(collector)) >= 20, 30, "readings before")
-    fresh_mosquitto.kill()
-    await asyncio.sleep(3)
+    rig = await running_then_broker_killed(tmp_path, simulator, fresh_mosquitto, collector)
     await asyncio.to_thread(rig.signal_gateway, signal.SIGKILL)
     backlog = (await asyncio.to_thread(rig.status))["mqtt"]["depth"]
     assert backlog > 0
@@ -236,11 +243,7 @@ async def test_full_buffer_drops_only_the_counted_oldest(
 async def test_sigterm_during_a_backlog_saves_the_cursor_and_the_next_start_resumes(
         tmp_path: Path, simulator: ModbusSimulator, fresh_mosquitto: Mosquitto,
         collector: MqttCollector) -> None:
-    rig = Rig(tmp_path, simulator, fresh_mosquitto, None)
-    rig.start_gateway()
-    await eventually(lambda: len(mqtt_sequence(collector)) >= 20, 30, "readings before")
-    fresh_mosquitto.kill()
-    await asyncio.sleep(3)
+    rig = await running_then_broker_killed(tmp_path, simulator, fresh_mosquitto, collector)
     started = time.monotonic()
     assert await asyncio.to_thread(rig.signal_gateway, signal.SIGTERM) == 0, rig.logs()
     assert time.monotonic() - started < 10, "the flush deadline bounds the shutdown"
