@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from drivers.base import DeviceConfig
 from gateway.units import Duration
@@ -14,14 +15,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+
+
 class OpcUaConnection(_Strict):
     endpoint: str = Field(description="opc.tcp://host:port/path")
     security: str = Field("None", description="None | Basic256Sha256 | Aes128_Sha256_RsaOaep "
                           "| Aes256_Sha256_RsaPss")
     mode: Literal["Sign", "SignAndEncrypt"] = Field("SignAndEncrypt",
                                                    description="Message security mode")
+    pki: str = Field("./data/pki", description="Folder for the gateway's application "
+                     "certificate and key, generated on first start when not given by path")
+    certificate: str | None = Field(None, description="The gateway's application certificate "
+                                    "(DER or PEM); generated into `pki` when left out")
+    private_key: str | None = Field(None, description="Private key of `certificate` (PEM)")
+    server_certificate: str | None = Field(None, description="Pin the server's certificate: "
+                                           "path to its DER or PEM file")
+    server_fingerprint: str | None = Field(None, description="Pin the server's certificate: "
+                                           "its SHA-256 fingerprint in hex (colons allowed)")
+    trust: Literal["pinned", "any"] = Field("pinned", description="pinned: only a pinned "
+                                            "server certificate is accepted; any: accept "
+                                            "every server certificate (logged as a warning)")
     username: str = Field("", description="Empty means anonymous")
     password: SecretStr = Field(SecretStr(""), description="Password of username")
+    user_certificate: str | None = Field(None, description="X.509 user identity: "
+                                         "certificate path (instead of username)")
+    user_private_key: str | None = Field(None, description="Private key of user_certificate")
     timeout: Duration = Field(4.0, gt=0, description="Connect and request timeout")
 
     @field_validator("security")
@@ -29,10 +48,33 @@ class OpcUaConnection(_Strict):
     def _policy(cls, value: str) -> str:
         if value == "Basic128Rsa15":
             raise ValueError("Basic128Rsa15 is deprecated and insecure: use Basic256Sha256")
-        if value not in ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
-                         "Aes256_Sha256_RsaPss"):
-            raise ValueError(f"unknown security policy {value!r}")
+        if value not in POLICIES:
+            raise ValueError(f"unknown security policy {value!r} (one of {', '.join(POLICIES)})")
         return value
+
+    @field_validator("server_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digits = value.replace(":", "").replace(" ", "").lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digits):
+            raise ValueError("a SHA-256 fingerprint is 64 hex digits (colons allowed)")
+        return digits
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaConnection:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        if (self.user_certificate is None) != (self.user_private_key is None):
+            raise ValueError("user_certificate and user_private_key go together")
+        if self.user_certificate and self.username:
+            raise ValueError("choose one user identity: username or user_certificate")
+        pinned = self.server_certificate or self.server_fingerprint
+        if self.security != "None" and not pinned and self.trust != "any":
+            raise ValueError(f"security {self.security} needs the server's certificate pinned "
+                             "(server_certificate or server_fingerprint), or trust: any")
+        return self
 
 
 class OpcUaTag(_Strict):

@@ -10,6 +10,7 @@ from asyncua import Client, Node, ua
 
 from drivers.base import Driver
 from drivers.opcua.config import OpcUaDeviceConfig
+from drivers.opcua.session import open_client
 from drivers.opcua.values import to_reading
 from gateway.errors import DeviceUnreachable, DriverError
 from gateway.models import Reading, bad_reading
@@ -56,19 +57,8 @@ class OpcUaDriver(Driver):
                 f"{self.cfg.connection.endpoint} by {self.cfg.mode}")
 
     async def connect(self) -> None:
-        conn = self.cfg.connection
-        client = Client(conn.endpoint, timeout=conn.timeout)
-        client.session_timeout = 30_000
-        if conn.username:
-            client.set_user(conn.username)
-            client.set_password(conn.password.get_secret_value())
         self._dead = None
-        try:
-            await asyncio.wait_for(client.connect(), conn.timeout)
-        except ua.UaStatusCodeError as exc:
-            raise DeviceUnreachable(_login_message(conn.username, exc), self.name) from exc
-        except (OSError, TimeoutError) as exc:
-            raise DeviceUnreachable(f"{conn.endpoint}: {exc or 'timed out'}", self.name) from exc
+        client = await open_client(self.cfg.connection, self.name)
         self._client = client
         self._nodes = [client.get_node(t.node) for t in self.cfg.tags]
         self._by_node = {n.nodeid.to_string(): i for i, n in enumerate(self._nodes)}
@@ -132,11 +122,3 @@ class OpcUaDriver(Driver):
             except Exception:  # close never raises; the link may already be gone
                 log.debug("disconnect of %s failed", self.name, exc_info=True)
 
-
-def _login_message(username: str, exc: ua.UaStatusCodeError) -> str:
-    name = ua.StatusCode(exc.code).name
-    if "UserAccessDenied" in name or "IdentityToken" in name:
-        return f"server rejected the login for user {username!r} ({name})"
-    if "Security" in name or "Certificate" in name:
-        return f"server rejected our certificate or security settings ({name})"
-    return f"server refused the session ({name})"
