@@ -13,6 +13,7 @@ from typing import Any
 from asyncua import Node, Server, ua
 
 from simulators.opcua.machines import Cnc
+from simulators.opcua.security import SimulatorSecurity
 
 NS_URI = "urn:shopfloor:cnc"
 
@@ -47,8 +48,9 @@ class OpcUaSimulator:
     """`async with OpcUaSimulator(port=0) as sim: sim.endpoint`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int = 0,
-                 tick: float = 0.1) -> None:
+                 tick: float = 0.1, security: SimulatorSecurity | None = None) -> None:
         self.host = host
+        self.security = security
         self.port = port or free_port()
         self.endpoint = f"opc.tcp://{host}:{self.port}/"
         self.tick = tick
@@ -70,7 +72,10 @@ class OpcUaSimulator:
         server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.security is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self.security.apply(server)
         idx = await server.register_namespace(NS_URI)
         cnc_id = ua.NodeId(ua.String("Cnc"), ua.Int16(idx))
         cnc = await server.nodes.objects.add_object(cnc_id, "Cnc")
