@@ -8,6 +8,7 @@ from gateway.errors import DeviceUnreachable
 from gateway.models import Quality, Reading
 from simulators.opcua import OpcUaSimulator
 from simulators.opcua.server import TYPED
+from tests.tcp_proxy import SilentableProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -111,3 +112,31 @@ async def test_subscription_comes_back_after_a_server_restart(
     finally:
         await driver.close()
     assert any(r.tag == "speed" and r.quality is Quality.GOOD for r in fresh)
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_a_silent_link_is_noticed_and_recovered(opcua_sim: OpcUaSimulator,
+                                                      mode: str) -> None:
+    """A hung server or pulled cable sends no RST: the session watchdog must notice."""
+    async with SilentableProxy(opcua_sim.port) as proxy:
+        driver = make(f"opc.tcp://127.0.0.1:{proxy.port}/", mode)
+        await driver.connect()
+        try:
+            assert any(r.tag == "speed" for r in await collect(driver, 0.5))
+            proxy.silent = True
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(DeviceUnreachable):
+                while loop.time() - started < 10:
+                    await driver.read()
+                    await asyncio.sleep(0.1)
+            noticed = loop.time() - started
+            await driver.close()
+            proxy.silent = False
+            proxy.drop_all()
+            await driver.connect()
+            assert any(r.tag == "speed" and r.quality is Quality.GOOD
+                       for r in await collect(driver, 0.5))
+        finally:
+            await driver.close()
+    assert noticed < 6
