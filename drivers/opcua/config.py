@@ -46,8 +46,8 @@ class OpcUaConnection(_Strict):
     @field_validator("security")
     @classmethod
     def _policy(cls, value: str) -> str:
-        if value == "Basic128Rsa15":
-            raise ValueError("Basic128Rsa15 is deprecated and insecure: use Basic256Sha256")
+        if value in ("Basic128Rsa15", "Basic256"):
+            raise ValueError(f"{value} is deprecated and insecure (SHA-1): use Basic256Sha256")
         if value not in POLICIES:
             raise ValueError(f"unknown security policy {value!r} (one of {', '.join(POLICIES)})")
         return value

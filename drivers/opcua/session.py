@@ -75,6 +75,8 @@ async def _secure(client: Client, conn: OpcUaConnection, device: str) -> pki.App
         log.warning("%s: trusting the server certificate SHA-256 %s without a pin (trust: any); "
                     "anyone on the network can impersonate this server", device,
                     pki.fingerprint(server_der))
+    log.info("%s: %s/%s with the gateway certificate %s (SHA-256 %s)", device, conn.security,
+             conn.mode, own.cert_path, pki.fingerprint(own.cert_der))
     client.application_uri = own.application_uri
     await client.set_security(POLICY_CLASSES[conn.security], own.cert_der,
                               str(own.key_path), server_certificate=server_der,

@@ -77,7 +77,8 @@ def test_first_certificate_of_a_chain(server_der: bytes, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"security": "Basic128Rsa15"}, "Basic128Rsa15 is deprecated"),
-    ({"security": "Basic256"}, "unknown security policy"),
+    ({"security": "Basic256"}, "Basic256 is deprecated"),
+    ({"security": "Basic512"}, "unknown security policy"),
     ({"security": "Basic256Sha256"}, "needs the server's certificate pinned"),
     ({"server_fingerprint": "12:34"}, "64 hex digits"),
     ({"certificate": "a.der"}, "certificate and private_key go together"),
