@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -50,6 +51,14 @@ class OpcUaConnection(_Strict):
             raise ValueError(f"{value} is deprecated and insecure (SHA-1): use Basic256Sha256")
         if value not in POLICIES:
             raise ValueError(f"unknown security policy {value!r} (one of {', '.join(POLICIES)})")
+        return value
+
+    @field_validator("certificate", "private_key", "server_certificate", "user_certificate",
+                     "user_private_key")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"file not found: {value}")
         return value
 
     @field_validator("server_fingerprint")

@@ -81,14 +81,19 @@ def test_first_certificate_of_a_chain(server_der: bytes, tmp_path: Path) -> None
     ({"security": "Basic512"}, "unknown security policy"),
     ({"security": "Basic256Sha256"}, "needs the server's certificate pinned"),
     ({"server_fingerprint": "12:34"}, "64 hex digits"),
-    ({"certificate": "a.der"}, "certificate and private_key go together"),
-    ({"user_certificate": "u.der"}, "user_certificate and user_private_key go together"),
-    ({"user_certificate": "u.der", "user_private_key": "u.pem", "username": "x"},
+    ({"certificate": __file__}, "certificate and private_key go together"),
+    ({"user_certificate": __file__}, "user_certificate and user_private_key go together"),
+    ({"user_certificate": __file__, "user_private_key": __file__, "username": "x"},
      "choose one user identity"),
 ])
 def test_connection_config_errors(options: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         conn(**options)
+
+
+def test_certificate_files_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"server_certificate\n.*file not found: .*nope\.der"):
+        conn(security="Basic256Sha256", server_certificate=str(tmp_path / "nope.der"))
 
 
 def test_a_fingerprint_is_normalised() -> None:
