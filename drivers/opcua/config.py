@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from drivers.base import DeviceConfig
+from drivers.opcua import nodeids
 from gateway.units import Duration
 
 
@@ -88,9 +89,16 @@ class OpcUaConnection(_Strict):
 
 class OpcUaTag(_Strict):
     name: str = Field(min_length=1, pattern=r"^[^/#+\s]+$", description="Tag name")
-    node: str = Field(min_length=1, description='Node id, e.g. "ns=2;s=Spindle.Speed"')
+    node: str = Field(min_length=1, description='Node id, e.g. "ns=2;s=Spindle.Speed", or '
+                      '"nsu=<namespace URI>;s=..." to survive namespace renumbering')
     unit: str | None = Field(None, description="Engineering unit")
     deadband: float | None = Field(None, ge=0, description="Gateway-side deadband")
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        nodeids.parse(value)
+        return value
 
 
 class OpcUaDeviceConfig(DeviceConfig):

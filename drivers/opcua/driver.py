@@ -9,6 +9,7 @@ from typing import Any
 from asyncua import Client, Node, ua
 
 from drivers.base import Driver
+from drivers.opcua import nodeids
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.session import open_client
 from drivers.opcua.values import to_reading
@@ -60,7 +61,9 @@ class OpcUaDriver(Driver):
         self._dead = None
         client = await open_client(self.cfg.connection, self.name)
         self._client = client
-        self._nodes = [client.get_node(t.node) for t in self.cfg.tags]
+        texts = [t.node for t in self.cfg.tags]
+        spaces = await client.get_namespace_array() if nodeids.needs_namespaces(texts) else []
+        self._nodes = [client.get_node(nodeids.resolve(t, spaces)) for t in texts]
         self._by_node = {n.nodeid.to_string(): i for i, n in enumerate(self._nodes)}
         if self.cfg.mode == "subscribe":
             await self._subscribe(client)

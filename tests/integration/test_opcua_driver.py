@@ -140,3 +140,20 @@ async def test_a_silent_link_is_noticed_and_recovered(opcua_sim: OpcUaSimulator,
         finally:
             await driver.close()
     assert noticed < 6
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_namespace_uri_node_ids_are_resolved_at_connect(opcua_sim: OpcUaSimulator,
+                                                              mode: str) -> None:
+    driver = make(opcua_sim.endpoint, mode, [
+        {"name": "by_uri", "node": "nsu=urn:shopfloor:cnc;s=Cnc.SpindleSpeed"},
+        {"name": "no_such_ns", "node": "nsu=urn:not:there;s=Cnc.SpindleSpeed"}])
+    await driver.connect()
+    try:
+        got = await collect(driver, 0.5)
+    finally:
+        await driver.close()
+    assert any(r.tag == "by_uri" and r.quality is Quality.GOOD and isinstance(r.value, float)
+               for r in got)
+    missing = [r for r in got if r.tag == "no_such_ns"]
+    assert missing and all(r.quality is Quality.BAD for r in missing)
