@@ -223,6 +223,7 @@ class Gateway:
     async def _connect_and_poll(self, driver: Driver) -> None:
         cap = float(getattr(driver.config, "reconnect_max_backoff", 30.0))
         backoff = Backoff(initial=min(0.5, cap), cap=cap)
+        logged = ""
         while True:
             try:
                 await driver.connect()
@@ -240,6 +241,9 @@ class Gateway:
             if backoff.attempts == 0:  # first failure since the last good read: report once
                 log.warning("%s: unreachable (%s); reconnecting with backoff", driver.name, reason)
                 self._publish(self._all_bad(driver, reason))
+            elif reason != logged:  # e.g. the PLC is back but now refuses the certificate
+                log.warning("%s: still unreachable, now: %s", driver.name, reason)
+            logged = reason
             await driver.close()
             await asyncio.sleep(backoff.next())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -195,3 +196,24 @@ async def test_replay_after_an_outage_respects_the_rate_limit(tmp_path: Path) ->
     assert len(sent_at) >= 5
     assert min(gaps) >= 0.09, gaps
 
+
+
+class ChangingRefusal(ScriptedDriver):
+    """Refused by the network first, then by the server's security, forever."""
+
+    async def connect(self) -> None:
+        self.connects += 1
+        reason = "connection refused" if self.connects <= 2 else "server rejected the login"
+        raise DeviceUnreachable(reason, self.name)
+
+
+async def test_a_new_reason_for_an_outage_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    driver = ChangingRefusal("plc", 0.05)
+    gateway = Gateway(parse_config(gateway_config(tmp_path), env={}), [ListSink()], [driver])
+    with caplog.at_level(logging.WARNING, logger="gateway.runtime"):
+        await run_for(gateway, 5.0)
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.runtime"]
+    assert driver.connects >= 4
+    assert sum("connection refused" in m for m in messages) == 1
+    assert sum("now: server rejected the login" in m for m in messages) == 1
