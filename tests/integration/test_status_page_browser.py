@@ -45,6 +45,15 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
+TABLE_JS = """
+return Array.from(document.querySelectorAll('#tags tbody tr')).map(row => ({
+  class: row.className,
+  cells: Array.from(row.cells).map(cell => cell.innerText.trim()),
+  colour: getComputedStyle(row.querySelector('td.quality')).backgroundColor,
+}));
+"""
+
+
 def png_is_not_blank(data: bytes) -> bool:
     """A PNG with more than a handful of distinct pixel rows (no Pillow needed)."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -62,8 +71,6 @@ def png_is_not_blank(data: bytes) -> bool:
 
 
 async def test_status_page_shows_live_simulator_values(browser: Any, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     http_port = free_port()
     async with ModbusSimulator(port=0, seed=2) as simulator:
         config = parse_config(f"""
@@ -98,10 +105,13 @@ sinks:
             url = f"http://127.0.0.1:{http_port}/"
             await asyncio.to_thread(browser.get, url)
 
+            def table() -> list[dict[str, Any]]:
+                # One script call reads the whole table at once: the page re-renders its rows on
+                # every refresh, so element handles kept across calls go stale.
+                return browser.execute_script(TABLE_JS)  # type: ignore[no-any-return]
+
             def rows() -> dict[str, list[str]]:
-                cells = browser.find_elements(By.CSS_SELECTOR, "#tags tbody tr")
-                return {" ".join(c.text for c in r.find_elements(By.TAG_NAME, "td")[:2]):
-                        [c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in cells}
+                return {" ".join(r["cells"][:2]): r["cells"] for r in table()}
 
             await asyncio.sleep(1.5)
             first = await asyncio.to_thread(rows)
@@ -114,10 +124,7 @@ sinks:
             assert first["packer-03 speed"][4] == "good"
             assert first["offline-plc temperature"][4] == "bad"
 
-            colours = await asyncio.to_thread(lambda: {
-                row.get_attribute("class"): row.find_element(
-                    By.CSS_SELECTOR, "td.quality").value_of_css_property("background-color")
-                for row in browser.find_elements(By.CSS_SELECTOR, "#tags tbody tr")})
+            colours = {r["class"]: r["colour"] for r in await asyncio.to_thread(table)}
             assert colours["good"] != colours["bad"]
 
             # The simulator moves on; the page follows without a reload.
@@ -126,9 +133,11 @@ sinks:
             assert int(later["packer-03 operating_seconds"][2]) > \
                 int(first["packer-03 operating_seconds"][2])
             sinks = await asyncio.to_thread(
-                lambda: browser.find_element(By.CSS_SELECTOR, "#sinks tbody").text)
-            assert "mqtt no" in sinks
-            health = await asyncio.to_thread(lambda: browser.find_element(By.ID, "health").text)
+                browser.execute_script, "return document.querySelector('#sinks tbody').innerText")
+            assert "mqtt no" in " ".join(sinks.split())
+            health = await asyncio.to_thread(
+                browser.execute_script, "return document.getElementById('health').innerText")
+            health = " ".join(health.split())
             assert health.startswith("degraded") and "offline-plc" in health
 
             screenshot = tmp_path / "status-page.png"
