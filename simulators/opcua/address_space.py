@@ -113,6 +113,8 @@ async def build(server: Server, ns: int) -> dict[str, Node]:
         parent = await _object(objects, parent_name, ns)
         node = await parent.add_variable(_node_id(variable.name, ns), ua.QualifiedName(
             browse_name, ns), variable.initial, variable.vtype)
+        if isinstance(variable.initial, list):  # asyncua leaves an array's ValueRank at Scalar
+            await node.write_value_rank(ua.ValueRank.OneDimension)
         await _add_analog_properties(node, variable, ns)
         nodes[variable.name] = node
     return nodes
