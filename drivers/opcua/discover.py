@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import fnmatch
 import ipaddress
+import logging
 import os
 import re
 import sys
@@ -275,12 +276,22 @@ def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the device entry; exit 2 with one line on stderr when it cannot be done."""
+    _quiet_libraries()
     try:
         print(asyncio.run(discover(args)), end="", flush=True)
     except DiscoverError as exc:
         print(f"discover: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _quiet_libraries() -> None:
+    """stdout is the YAML and stderr the verdict: asyncua's warnings (e.g. the ServiceFault
+    before a refusal that the verdict explains) and the session's info lines would bury it.
+    `--log-level debug` shows everything."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+        logging.getLogger("drivers.opcua.session").setLevel(logging.WARNING)
 
 
 async def discover(args: argparse.Namespace) -> str:
