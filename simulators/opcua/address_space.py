@@ -9,6 +9,7 @@ UNECE Rec. 20 code, as OPC UA Part 8 specifies) and `EURange` properties of an a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from asyncua import Node, Server, ua
 
 from simulators.opcua.machines import MAX_FEED_RATE, MAX_SPINDLE_SPEED, TRAVEL, Cnc
 
+NS_URI = "urn:shopfloor:cnc"
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
 
@@ -102,6 +104,20 @@ def cnc_values(machine: Cnc) -> dict[str, Any]:
         "Cnc.Axes": [machine.x, machine.y, machine.z],
         "Cnc.Position.X": machine.x, "Cnc.Position.Y": machine.y, "Cnc.Position.Z": machine.z,
     }
+
+
+def gateway_tags() -> list[dict[str, str]]:
+    """The CNC's tags as a gateway config writes them (`gateway demo`, config/opcua-demo.yaml):
+    snake_case names, namespace-URI node ids, the units the server declares."""
+    tags = []
+    for variable in CNC:
+        words = variable.name.removeprefix("Cnc.").replace(".", "_")
+        tag = {"name": re.sub(r"(?<=[a-z])(?=[A-Z])", "_", words).lower(),
+               "node": f"nsu={NS_URI};s={variable.name}"}
+        if variable.unit is not None:
+            tag["unit"] = variable.unit.symbol
+        tags.append(tag)
+    return tags
 
 
 async def build(server: Server, ns: int) -> dict[str, Node]:

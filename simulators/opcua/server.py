@@ -13,12 +13,11 @@ from types import TracebackType
 from asyncua import Node, Server, ua
 
 from simulators.opcua import address_space
-from simulators.opcua.address_space import TYPED
+from simulators.opcua.address_space import NS_URI, TYPED
 from simulators.opcua.machines import Cnc
 from simulators.opcua.security import SimulatorSecurity
 
-NS_URI = "urn:shopfloor:cnc"
-__all__ = ["NS_URI", "TYPED", "OpcUaSimulator", "free_port"]  # TYPED: tests import it here
+__all__ = ["NS_URI", "TYPED", "OpcUaSimulator", "free_port"]  # tests import them from here
 
 
 def free_port() -> int:

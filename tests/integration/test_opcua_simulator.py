@@ -1,11 +1,13 @@
-"""The OPC UA simulator as a client sees it: units on the analog items, and its fault switch
-that drops every session while the server keeps running."""
+"""The OPC UA simulator as a client sees it: units on the analog items, its fault switch that
+drops every session while the server keeps running, and config/opcua-demo.yaml against it."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import yaml
 from asyncua import Client
 
 from drivers.opcua.config import OpcUaDeviceConfig
@@ -15,6 +17,7 @@ from gateway.models import Quality
 from simulators.opcua import OpcUaSimulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_analog_items_carry_engineering_units_and_range(opcua_sim: OpcUaSimulator) -> None:
@@ -49,3 +52,24 @@ async def test_dropped_sessions_are_noticed_and_the_server_still_answers(
     finally:
         await driver.close()
     assert readings and readings[0].quality is Quality.GOOD
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_opcua_demo_config_reads_every_tag_good(opcua_sim: OpcUaSimulator,
+                                                       mode: str) -> None:
+    """config/opcua-demo.yaml as it is, only pointed at this test's port."""
+    device = yaml.safe_load((ROOT / "config" / "opcua-demo.yaml").read_text())["devices"][0]
+    device["connection"]["endpoint"] = opcua_sim.endpoint
+    device["mode"] = mode
+    driver = OpcUaDriver(OpcUaDeviceConfig.model_validate(device))
+    await driver.connect()
+    got: dict[str, Quality] = {}
+    try:
+        for _ in range(30):
+            got.update({r.tag: r.quality for r in await driver.read()})
+            if len(got) == len(device["tags"]):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await driver.close()
+    assert got == {t["name"]: Quality.GOOD for t in device["tags"]}

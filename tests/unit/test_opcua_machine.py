@@ -1,16 +1,20 @@
-"""The simulated CNC: deterministic under a seed, goes through every state, stays in range."""
+"""The simulated CNC: deterministic under a seed, goes through every state, stays in range,
+and config/opcua-demo.yaml reads every one of its variables."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from simulators.opcua.address_space import CNC, PIECE, RPM, cnc_values
+from gateway.config import load_config
+from simulators.opcua.address_space import CNC, PIECE, RPM, cnc_values, gateway_tags
 from simulators.opcua.machines import ALARM, IDLE, PROGRAMS, RUNNING, STATES, Cnc
 
 pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(seed: int, ticks: int) -> list[dict[str, Any]]:
@@ -59,3 +63,11 @@ def test_unit_ids_pack_the_unece_code_as_part_8_says() -> None:
     assert RPM.unit_id == (ord("M") << 16) | (ord("4") << 8) | ord("6")
     assert PIECE.information().DisplayName.Text == "pcs"
     assert {v.name for v in CNC} == set(cnc_values(Cnc(0)))
+
+
+def test_opcua_demo_config_is_valid_and_has_every_tag_of_the_simulator() -> None:
+    config = load_config(str(ROOT / "config" / "opcua-demo.yaml"))
+    [device] = config.devices
+    tags = [t.model_dump(include={"name", "node", "unit"}, exclude_none=True)
+            for t in device.tags]  # type: ignore[attr-defined]
+    assert tags == gateway_tags()
