@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="status page on 127.0.0.1 (0, or 8080 taken: any free port)")
     demo.add_argument("--modbus-port", type=int, default=0,
                       help="port of the Modbus simulator on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--opcua-port", type=int, default=0,
+                      help="port of the OPC UA CNC simulator on 127.0.0.1 (0: any free port)")
     demo.add_argument("--influx-url", default=None,
                       help="also write to this InfluxDB (env GATEWAY_DEMO_INFLUX_URL)")
     demo.add_argument("--influx-api", default=None, choices=["v1", "v2"],
