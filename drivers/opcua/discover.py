@@ -339,9 +339,13 @@ def _root(text: str, namespaces: Sequence[str]) -> ua.NodeId:
     if text == "Objects":
         return ua.NodeId(ua.Int32(ua.ObjectIds.ObjectsFolder))
     try:
-        return nodeids.resolve(text, namespaces)
+        uri = getattr(nodeids.parse(text), "NamespaceUri", None)
     except ValueError as exc:
         raise DiscoverError(f"--root: {exc}") from exc
+    if uri and uri not in namespaces:
+        raise DiscoverError(f"--root: the server has no namespace {uri} "
+                            f"(it has {_listed(namespaces)})")
+    return nodeids.resolve(text, namespaces)
 
 
 def _namespace(text: str | None, namespaces: Sequence[str]) -> int | None:
@@ -351,8 +355,12 @@ def _namespace(text: str | None, namespaces: Sequence[str]) -> int | None:
         return int(text)
     if text in namespaces:
         return namespaces.index(text)
-    listed = ", ".join(f"{i}={uri}" for i, uri in enumerate(namespaces))
-    raise DiscoverError(f"--namespace: the server has no namespace {text} (it has {listed})")
+    raise DiscoverError(f"--namespace: the server has no namespace {text} "
+                        f"(it has {_listed(namespaces)})")
+
+
+def _listed(namespaces: Sequence[str]) -> str:
+    return ", ".join(f"{index}={uri}" for index, uri in enumerate(namespaces))
 
 
 async def _disconnect(client: Client) -> None:

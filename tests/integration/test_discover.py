@@ -114,3 +114,29 @@ async def test_secured_server_is_discovered_with_the_connection_options(tmp_path
     assert refused.returncode == 2 and refused.stdout == ""
     [line] = refused.stderr.strip().splitlines()
     assert "rejected the login of user 'operator'" in line
+
+
+async def test_root_depth_namespace_and_filter_narrow_the_browse(
+        opcua_sim: OpcUaSimulator) -> None:
+    async def tags(*args: str) -> list[str]:
+        found = await gateway("discover", opcua_sim.endpoint, *args)
+        assert found.returncode == 0, found.stderr
+        return [t["name"] for t in yaml.safe_load(found.stdout)[0]["tags"]]
+
+    assert await tags("--root", "nsu=urn:shopfloor:cnc;s=Cnc.Position") == ["X", "Y", "Z"]
+    assert "Cnc.Position.X" not in await tags("--depth", "2", "--filter", "Cnc.*")
+    assert await tags("--namespace", "0", "--filter", "Server.ServerStatus.State") == [
+        "Server.ServerStatus.State"]
+    assert await tags("--namespace", "urn:shopfloor:cnc", "--filter", "*Feed*") == [
+        "Cnc.FeedRate"]
+
+
+@pytest.mark.parametrize("args", [["--namespace", "urn:not:there"],
+                                  ["--root", "nsu=urn:not:there;s=Cnc"],
+                                  ["--filter", "NoSuchTag*"]])
+async def test_a_browse_that_finds_nothing_exits_2_and_says_why(
+        opcua_sim: OpcUaSimulator, args: list[str]) -> None:
+    result = await gateway("discover", opcua_sim.endpoint, *args)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert "urn:not:there" in line or "no variables" in line
