@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(asyncio.run(discover(args)), end="", flush=True)
     except DiscoverError as exc:
-        print(f"discover: {exc}", file=sys.stderr)
+        print("discover: " + "; ".join(str(exc).splitlines()), file=sys.stderr)
         return EXIT_FAILED
     return 0
 
