@@ -236,7 +236,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="device name (default: from the host, e.g. opcua-10-0-0-7)")
     parser.add_argument("--root", default="Objects",
                         help="where to start: Objects or a node id (ns=2;s=Line1, nsu=...)")
-    parser.add_argument("--depth", type=int, default=6, help="levels below the root")
+    parser.add_argument("--depth", type=_positive, default=6,
+                        help="levels below the root (1: its children only)")
     parser.add_argument("--namespace", default=None,
                         help="only this namespace (index or URI); default: every namespace "
                         "but 0 (the server's standard nodes)")
@@ -256,6 +257,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "printed config refers to it as ${VAR})")
     security.add_argument("--pki", default=None, help="the gateway's certificate folder "
                           "(default ./data/pki)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
