@@ -1,4 +1,4 @@
-"""Command line: `gateway run|check|schema|demo` (also `python -m gateway`)."""
+"""Command line: `gateway run|check|discover|schema|demo` (also `python -m gateway`)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(command=_status)
 
+    discover = commands.add_parser(
+        "discover", help="browse an OPC UA server and print a device entry with its tags",
+        description="Browse an OPC UA server and print a YAML device entry (paste it under "
+        "`devices:`). Exit 2 when the server cannot be reached or refuses the session.")
+    _add_discover_arguments(discover)
+    discover.set_defaults(command=_discover)
+
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--markdown", action="store_true",
                         help="print the configuration reference (docs/configuration.md)")
@@ -76,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="status page on 127.0.0.1 (0, or 8080 taken: any free port)")
     demo.add_argument("--modbus-port", type=int, default=0,
                       help="port of the Modbus simulator on 127.0.0.1 (0: any free port)")
+    demo.add_argument("--opcua-port", type=int, default=0,
+                      help="port of the OPC UA CNC simulator on 127.0.0.1 (0: any free port)")
     demo.add_argument("--influx-url", default=None,
                       help="also write to this InfluxDB (env GATEWAY_DEMO_INFLUX_URL)")
     demo.add_argument("--influx-api", default=None, choices=["v1", "v2"],
@@ -83,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-live", action="store_true", help="no live table, only logs")
     demo.set_defaults(command=_demo)
     return parser
+
+
+def _add_discover_arguments(parser: argparse.ArgumentParser) -> None:
+    from drivers.opcua.discover import add_arguments
+
+    add_arguments(parser)
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from drivers.opcua.discover import run
+
+    return run(args)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -31,9 +31,12 @@ DEMO_SITE = "demo"
 
 
 def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: int,
-                influx_url: str | None = None, influx_api: str = "v2") -> dict[str, Any]:
-    """The demo's gateway config: every simulated machine, every tag of its register map."""
+                influx_url: str | None = None, influx_api: str = "v2",
+                opcua_endpoint: str | None = None) -> dict[str, Any]:
+    """The demo's gateway config: every simulated machine, every tag of its register map, and
+    the OPC UA CNC (cnc-01) with every variable of its address space."""
     from simulators.modbus import register_map
+    from simulators.opcua.address_space import gateway_tags
 
     devices = []
     for machine in register_map():
@@ -44,6 +47,13 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
             "connection": {"host": "127.0.0.1", "port": modbus_port,
                            "unit_id": machine["unit_id"]},
             "tags": machine["tags"],
+        })
+    if opcua_endpoint:
+        devices.append({
+            "name": "cnc-01", "driver": "opcua", "area": "machining", "line": "line-1",
+            "mode": "subscribe", "poll_interval": "1s",
+            "connection": {"endpoint": opcua_endpoint, "timeout": "2s"},
+            "tags": gateway_tags(),
         })
     sinks: dict[str, Any] = {"mqtt": {"url": mqtt_url, "qos": 1, "retain": True}}
     if influx_url:
@@ -58,21 +68,26 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
 async def run_demo(args: argparse.Namespace) -> int:
     from gateway.broker import EmbeddedBroker
     from simulators.modbus import ModbusSimulator
+    from simulators.opcua import OpcUaSimulator
 
+    # The embedded OPC UA server warns that its (deliberately) unsecured endpoint is unsecured.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     influx_url = args.influx_url or os.environ.get("GATEWAY_DEMO_INFLUX_URL") or None
     influx_api = args.influx_api or os.environ.get("GATEWAY_DEMO_INFLUX_API") or "v2"
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     try:
         async with (EmbeddedBroker(port=_free_or_any(args.mqtt_port)) as broker,
-                    ModbusSimulator(port=args.modbus_port, seed=1) as simulator):
+                    ModbusSimulator(port=args.modbus_port, seed=1) as simulator,
+                    OpcUaSimulator(port=args.opcua_port, seed=1) as cnc):
             # Through YAML and the loader, so devices are validated exactly as `gateway run` does.
             http_port = _free_or_any(args.http_port)
             config = parse_config(yaml.safe_dump(demo_config(
                 simulator.port, broker.url, workdir / "buffer.db", http_port, influx_url,
-                influx_api)), "<demo>", {})
-            print(f"demo: Modbus simulator on 127.0.0.1:{simulator.port}, MQTT broker at "
-                  f"{broker.url}, status page http://127.0.0.1:{http_port}/, "
-                  f"{len(config.devices)} machines; Ctrl-C stops", flush=True)
+                influx_api, cnc.endpoint)), "<demo>", {})
+            print(f"demo: Modbus simulator on 127.0.0.1:{simulator.port}, OPC UA CNC on "
+                  f"{cnc.endpoint}, MQTT broker at {broker.url}, status page "
+                  f"http://127.0.0.1:{http_port}/, {len(config.devices)} machines; "
+                  "Ctrl-C stops", flush=True)
             async with _watch(broker.url) as seen:
                 await _run(config, args, seen)
     finally:
@@ -111,7 +126,18 @@ async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, 
             view = group.create_task(live_view(gateway, stop, footer))
         await gateway.run(stop)
         view.cancel()
-    print(f"demo: stopped; the broker received {seen['_count']} messages", flush=True)
+    print(f"demo: stopped; the broker received {seen['_count']} messages; topics per "
+          f"device: {_topics_per_device(seen)}", flush=True)
+
+
+def _topics_per_device(seen: dict[str, Any]) -> str:
+    """`cnc-01: 11, press-01: 12, ...`: the device is the topic level before the tag."""
+    counts: dict[str, int] = {}
+    for topic in seen:
+        levels = topic.split("/")
+        if len(levels) == 5 and levels[1] != "_gateway":
+            counts[levels[3]] = counts.get(levels[3], 0) + 1
+    return ", ".join(f"{device}: {n}" for device, n in sorted(counts.items())) or "none"
 
 
 async def _log_progress(footer: Callable[[], str], stop: asyncio.Event) -> None:

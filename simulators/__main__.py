@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -12,7 +13,7 @@ from gateway.units import parse_duration
 
 
 def _parser() -> argparse.ArgumentParser:
-    """Common flags, then one argument group per protocol (OPC UA adds its own group)."""
+    """Common flags, then one argument group per protocol."""
     parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (TCP)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same values")
@@ -26,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     modbus.add_argument("--baudrate", type=int, default=19200)
     modbus.add_argument("--parity", choices=("N", "E", "O"), default="N")
     modbus.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    opcua = parser.add_argument_group("OPC UA")
+    opcua.add_argument("--opcua-port", type=int, default=None,
+                       help="also serve the CNC on opc.tcp://HOST:PORT/ (0: any free port)")
     return parser
 
 
@@ -33,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     if args.list:
         from importlib.resources import files
 
@@ -52,9 +57,18 @@ async def _serve(args: argparse.Namespace) -> int:
                                 tick=parse_duration(args.tick), serial_port=args.serial,
                                 baudrate=args.baudrate, parity=args.parity,
                                 stopbits=args.stopbits)
-    async with simulator:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(simulator)
         where = args.serial or f"{args.host}:{simulator.port}"
         print(f"modbus simulator: units {sorted(simulator.units)} on {where}", flush=True)
+        if args.opcua_port is not None:
+            from simulators.opcua import OpcUaSimulator
+
+            cnc = await stack.enter_async_context(OpcUaSimulator(
+                host=args.host, port=args.opcua_port, seed=args.seed,
+                tick=parse_duration(args.tick)))
+            print(f"opcua simulator: CNC (namespace urn:shopfloor:cnc) on {cnc.endpoint}",
+                  flush=True)
         await stop.wait()
     return 0
 

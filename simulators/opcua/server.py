@@ -1,4 +1,5 @@
-"""An asyncua server that models a CNC machine, with fault switches for tests."""
+"""An asyncua server that models a CNC machine, with fault switches for tests
+(restart, remove_node, freeze, drop_sessions)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import logging
 import socket
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
 
 from asyncua import Node, Server, ua
 
+from simulators.opcua import address_space
+from simulators.opcua.address_space import NS_URI, TYPED
 from simulators.opcua.machines import Cnc
 from simulators.opcua.security import SimulatorSecurity
 
-NS_URI = "urn:shopfloor:cnc"
+__all__ = ["NS_URI", "TYPED", "OpcUaSimulator", "free_port"]  # tests import them from here
 
 
 def free_port() -> int:
@@ -23,26 +25,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-# (name, variant type, initial value): one node of every value type.
-TYPED: list[tuple[str, ua.VariantType, Any]] = [
-    ("Types.Boolean", ua.VariantType.Boolean, True),
-    ("Types.SByte", ua.VariantType.SByte, -5),
-    ("Types.Byte", ua.VariantType.Byte, 200),
-    ("Types.Int16", ua.VariantType.Int16, -300),
-    ("Types.UInt16", ua.VariantType.UInt16, 60000),
-    ("Types.Int32", ua.VariantType.Int32, -70000),
-    ("Types.UInt32", ua.VariantType.UInt32, 4_000_000_000),
-    ("Types.Int64", ua.VariantType.Int64, -(2**40)),
-    ("Types.UInt64", ua.VariantType.UInt64, 2**63),
-    ("Types.Float", ua.VariantType.Float, 1.5),
-    ("Types.Double", ua.VariantType.Double, 2.25),
-    ("Types.String", ua.VariantType.String, "hello"),
-    ("Types.DateTime", ua.VariantType.DateTime, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("Types.ByteString", ua.VariantType.ByteString, b"\x00\x01\xff"),
-    ("Types.DoubleArray", ua.VariantType.Double, [1.0, 2.0, 3.0]),
-]
-
 
 class OpcUaSimulator:
     """`async with OpcUaSimulator(port=0) as sim: sim.endpoint`."""
@@ -77,19 +59,7 @@ class OpcUaSimulator:
         else:
             await self.security.apply(server)
         idx = await server.register_namespace(NS_URI)
-        cnc_id = ua.NodeId(ua.String("Cnc"), ua.Int16(idx))
-        cnc = await server.nodes.objects.add_object(cnc_id, "Cnc")
-        self._nodes = {}
-        for name, vtype, value in [("Cnc.SpindleSpeed", ua.VariantType.Double, 0.0),
-                                   ("Cnc.SpindleLoad", ua.VariantType.Double, 0.0),
-                                   ("Cnc.PartCounter", ua.VariantType.UInt32, 0),
-                                   ("Cnc.Program", ua.VariantType.String, "O1000"),
-                                   ("Cnc.Axes", ua.VariantType.Double, [0.0, 0.0, 0.0]),
-                                   *TYPED]:
-            node_id = ua.NodeId(ua.String(name), ua.Int16(idx))
-            node = await cnc.add_variable(node_id, name.split(".")[-1],
-                                          ua.Variant(value, vtype))
-            self._nodes[name] = node
+        self._nodes = await address_space.build(server, idx)
         await server.start()
         self._server = server
         self._task = asyncio.create_task(self._run())
@@ -116,6 +86,15 @@ class OpcUaSimulator:
     def freeze(self, on: bool) -> None:
         self.frozen = on
 
+    def drop_sessions(self) -> int:
+        """Close every client connection (and so its session) while the server keeps running,
+        as a PLC does when its session table is reset; the number of connections closed."""
+        assert self._server is not None
+        transports = list(self._server.iserver.asyncio_transports)
+        for transport in transports:
+            transport.close()
+        return len(transports)
+
     async def _run(self) -> None:
         while True:
             if not self.frozen:
@@ -123,15 +102,12 @@ class OpcUaSimulator:
             await asyncio.sleep(self.tick)
 
     async def _update(self) -> None:
-        m = self.machine
-        m.step()
+        self.machine.step()
         now = datetime.now(UTC)
-        for name, vtype, value in [("Cnc.SpindleSpeed", ua.VariantType.Double, m.spindle_speed),
-                                   ("Cnc.SpindleLoad", ua.VariantType.Double, m.spindle_load),
-                                   ("Cnc.PartCounter", ua.VariantType.UInt32, m.parts),
-                                   ("Cnc.Axes", ua.VariantType.Double, [m.x, m.y, m.z])]:
+        for name, value in address_space.cnc_values(self.machine).items():
             node = self._nodes.get(name)
             if node is not None:
+                vtype = address_space.VARIANT_TYPES[name]
                 await node.write_value(ua.DataValue(ua.Variant(value, vtype),
                                                     # asyncua types it as ua.DateTime
                                                     SourceTimestamp=now,  # type: ignore[arg-type]

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+from simulators.opcua.address_space import gateway_tags
 from tests.fixtures_influx import InfluxV1Server
+from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +28,15 @@ def run_demo(*extra: str) -> str:
 def test_demo_publishes_every_simulated_tag_to_its_embedded_broker() -> None:
     output = run_demo()
     received = int(re.search(r"the broker received (\d+) messages", output)[1])  # type: ignore[index]
-    assert received >= 3 * 32, output[-2000:]  # 32 tags, polled every second for 4 s
-    assert re.search(r"\((3[2-9]|[4-9]\d) topics\)", output), "every tag has its topic"
+    assert received >= 3 * 32, output[-2000:]  # 32 Modbus tags, polled every second for 4 s
+    assert re.search(r"\((4[3-9]|[5-9]\d) topics\)", output), "every tag has its topic"
+
+
+def test_demo_includes_the_opcua_cnc() -> None:
+    output = run_demo("--opcua-port", str(free_port()))
+    cnc_tags = len(gateway_tags())
+    assert f"cnc-01: {cnc_tags}," in output, output[-2000:]  # every CNC variable at the broker
+    assert "OPC UA CNC on opc.tcp://127.0.0.1:" in output
 
 
 def test_demo_also_writes_to_influxdb_when_asked(influxdb_v1: InfluxV1Server) -> None:

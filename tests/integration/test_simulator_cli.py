@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from asyncua import Client
 from pymodbus.client import ModbusTcpClient
 
 from tests.procs import free_port, port_open, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def test_simulator_cli_answers_and_exits_zero_on_sigterm() -> None:
@@ -29,3 +32,24 @@ def test_simulator_cli_answers_and_exits_zero_on_sigterm() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_simulator_cli_also_serves_the_opcua_cnc_when_given_a_port() -> None:
+    modbus_port, opcua_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "simulators", "--modbus-port",
+                             str(modbus_port), "--opcua-port", str(opcua_port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: port_open(opcua_port) and port_open(modbus_port), 15,
+                 "both simulators' ports")
+        values = asyncio.run(read_cnc(f"opc.tcp://127.0.0.1:{opcua_port}/"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert values[0] in ("RUNNING", "IDLE", "ALARM") and values[1] >= 0
+
+
+async def read_cnc(endpoint: str) -> list[Any]:
+    async with Client(endpoint, timeout=3) as client:
+        return [await client.get_node(f"ns=2;s=Cnc.{name}").read_value()
+                for name in ("State", "PartCounter")]
