@@ -8,8 +8,13 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.units import parse_duration
+
+if TYPE_CHECKING:
+    from simulators.opcua.security import SimulatorSecurity
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +35,32 @@ def _parser() -> argparse.ArgumentParser:
     opcua = parser.add_argument_group("OPC UA")
     opcua.add_argument("--opcua-port", type=int, default=None,
                        help="also serve the CNC on opc.tcp://HOST:PORT/ (0: any free port)")
+    opcua.add_argument("--opcua-secure", action="store_true",
+                       help="offer only signed and encrypted endpoints (Basic256Sha256 and the "
+                       "Aes policies); prints the certificate's fingerprint to pin")
+    opcua.add_argument("--opcua-user", action="append", default=[], metavar="USER:PASSWORD",
+                       help="accept this login (repeatable); anonymous is refused once given")
+    opcua.add_argument("--opcua-pki", default="./data/simulator-pki",
+                       help="folder of the simulator's certificate (made on first start)")
     return parser
+
+
+def _opcua_security(args: argparse.Namespace) -> SimulatorSecurity | None:
+    """The secured CNC's settings from the flags, or None for an open server."""
+    from simulators.opcua.security import SimulatorSecurity
+
+    users = dict(_user(text) for text in args.opcua_user)
+    if not args.opcua_secure and not users:
+        return None
+    return SimulatorSecurity(pki=Path(args.opcua_pki), users=users,
+                             allow_none=not args.opcua_secure)
+
+
+def _user(text: str) -> tuple[str, str]:
+    name, colon, password = text.partition(":")
+    if not name or not colon:
+        raise SystemExit(f"--opcua-user wants USER:PASSWORD, not {text!r}")
+    return name, password
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +94,16 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.opcua_port is not None:
             from simulators.opcua import OpcUaSimulator
 
+            security = _opcua_security(args)
             cnc = await stack.enter_async_context(OpcUaSimulator(
                 host=args.host, port=args.opcua_port, seed=args.seed,
-                tick=parse_duration(args.tick)))
+                tick=parse_duration(args.tick), security=security))
             print(f"opcua simulator: CNC (namespace urn:shopfloor:cnc) on {cnc.endpoint}",
                   flush=True)
+            if security is not None:
+                print(f"opcua simulator: certificate {security.certificate_path} "
+                      f"(SHA-256 {security.fingerprint()}), users {sorted(security.users)}",
+                      flush=True)
         await stop.wait()
     return 0
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from asyncua import Client
 from pymodbus.client import ModbusTcpClient
 
+from drivers.opcua.config import OpcUaConnection
+from drivers.opcua.session import SecurityRejected, open_client
 from tests.procs import free_port, port_open, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -53,3 +57,39 @@ async def read_cnc(endpoint: str) -> list[Any]:
     async with Client(endpoint, timeout=3) as client:
         return [await client.get_node(f"ns=2;s=Cnc.{name}").read_value()
                 for name in ("State", "PartCounter")]
+
+
+def test_simulator_cli_serves_a_secured_cnc_the_gateway_can_pin_and_log_into(
+        tmp_path: Path) -> None:
+    opcua_port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "simulators", "--modbus-port", "0",
+                             "--opcua-port", str(opcua_port), "--opcua-secure",
+                             "--opcua-user", "operator:s3cret",
+                             "--opcua-pki", str(tmp_path / "sim-pki")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not (found := re.search(r"SHA-256 ([0-9a-f]{64})", "".join(lines))):
+            assert len(lines) < 10 and proc.poll() is None, lines
+            lines.append(proc.stdout.readline())
+        wait_for(lambda: port_open(opcua_port), 15, "the OPC UA port")
+        connection = {"endpoint": f"opc.tcp://127.0.0.1:{opcua_port}/",
+                      "security": "Basic256Sha256", "mode": "SignAndEncrypt",
+                      "server_fingerprint": found.group(1), "pki": str(tmp_path / "gw-pki"),
+                      "username": "operator", "password": "s3cret"}
+        state = asyncio.run(read_state(OpcUaConnection(**connection)))
+        with pytest.raises(SecurityRejected, match="operator"):
+            asyncio.run(read_state(OpcUaConnection(**{**connection, "password": "wrong"})))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert state in ("RUNNING", "IDLE", "ALARM")
+
+
+async def read_state(connection: OpcUaConnection) -> Any:
+    client = await open_client(connection, "cli-test")
+    try:
+        return await client.get_node("ns=2;s=Cnc.State").read_value()
+    finally:
+        await client.disconnect()
