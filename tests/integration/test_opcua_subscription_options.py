@@ -1,0 +1,128 @@
+"""Operation limits, server-side deadbands and the notification buffer, against the simulator."""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from drivers.opcua.config import OpcUaDeviceConfig
+from drivers.opcua.driver import OpcUaDriver
+from drivers.opcua.notifications import DROPPED
+from drivers.opcua.planning import OperationLimits
+from gateway.errors import DriverError
+from gateway.metrics import COUNTERS
+from gateway.models import Quality, Reading
+from simulators.opcua import OpcUaSimulator
+from simulators.opcua.server import TYPED
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+
+def make(endpoint: str, mode: str, tags: list[dict[str, Any]], **device: Any) -> OpcUaDriver:
+    cfg = OpcUaDeviceConfig.model_validate({
+        "name": "cnc", "driver": "opcua", "mode": mode, "poll_interval": "100ms",
+        "connection": {"endpoint": endpoint, "timeout": "2s"}, "tags": tags, **device})
+    return OpcUaDriver(cfg)
+
+
+def many_tags(count: int) -> list[dict[str, Any]]:
+    names = [n for n, _, _ in TYPED]
+    return [{"name": f"t{i}", "node": f"ns=2;s={names[i % len(names)]}"} for i in range(count)]
+
+
+async def collect(driver: OpcUaDriver, seconds: float) -> list[Reading]:
+    out: list[Reading] = []
+    for _ in range(int(seconds / 0.1)):
+        out += await driver.read()
+        await asyncio.sleep(0.1)
+    return out
+
+
+async def test_25_tags_with_max_nodes_per_read_10_take_3_reads_a_cycle(
+        opcua_sim: OpcUaSimulator) -> None:
+    await opcua_sim.set_operation_limits(10, 0)
+    driver = make(opcua_sim.endpoint, "poll", many_tags(25))
+    await driver.connect()
+    try:
+        assert driver.limits == OperationLimits(10, 0)
+        opcua_sim.read_sizes.clear()
+        readings = await driver.read()
+        assert opcua_sim.read_sizes == [10, 10, 5]
+        assert [r.tag for r in readings] == [f"t{i}" for i in range(25)]
+        assert all(r.quality is Quality.GOOD for r in readings)
+        driver.limits = OperationLimits()  # as if the limit were ignored: the server refuses
+        with pytest.raises(DriverError, match="BadTooManyOperations"):
+            await driver.read()
+    finally:
+        await driver.close()
+
+
+async def test_monitored_items_are_created_in_calls_of_max_monitored_items_per_call(
+        opcua_sim: OpcUaSimulator) -> None:
+    await opcua_sim.set_operation_limits(0, 10)
+    driver = make(opcua_sim.endpoint, "subscribe", many_tags(25))
+    await driver.connect()
+    try:
+        got = await collect(driver, 0.5)
+    finally:
+        await driver.close()
+    assert opcua_sim.monitored_item_calls == [10, 10, 5]
+    assert {r.tag for r in got if r.quality is Quality.GOOD} == {f"t{i}" for i in range(25)}
+
+
+async def test_no_limits_announced_means_one_read_for_all(opcua_sim: OpcUaSimulator) -> None:
+    await opcua_sim.set_operation_limits(0, 0)
+    driver = make(opcua_sim.endpoint, "poll", many_tags(25))
+    await driver.connect()
+    try:
+        opcua_sim.read_sizes.clear()
+        await driver.read()
+    finally:
+        await driver.close()
+    assert opcua_sim.read_sizes == [25]
+
+
+async def test_an_absolute_server_deadband_holds_back_small_changes(
+        opcua_sim: OpcUaSimulator) -> None:
+    """The simulated spindle speed jitters by at most 100 rpm around 12000 every 50 ms."""
+    driver = make(opcua_sim.endpoint, "subscribe", [
+        {"name": "damped", "node": "ns=2;s=Cnc.SpindleSpeed"},
+        {"name": "raw", "node": "ns=2;s=Cnc.SpindleSpeed", "server_deadband": 0}],
+        server_deadband=1000)
+    await driver.connect()
+    try:
+        await asyncio.sleep(0.3)  # past the start-up jump from 0 to 12000 rpm
+        got = await collect(driver, 1.0)
+    finally:
+        await driver.close()
+    assert len([r for r in got if r.tag == "raw"]) >= 5
+    assert len([r for r in got if r.tag == "damped"]) <= 1
+
+
+async def test_a_percent_server_deadband_is_sent_and_accepted(
+        opcua_sim: OpcUaSimulator) -> None:
+    """asyncua's server accepts a percent filter and ignores it (it logs "not implemented");
+    a server that needs an EURange refuses the item, which then reads bad with its status."""
+    driver = make(opcua_sim.endpoint, "subscribe", [
+        {"name": "speed", "node": "ns=2;s=Cnc.SpindleSpeed", "server_deadband": 5,
+         "server_deadband_type": "percent"}])
+    await driver.connect()
+    try:
+        got = await collect(driver, 0.5)
+    finally:
+        await driver.close()
+    assert got and all(r.quality is Quality.GOOD for r in got)
+
+
+async def test_past_max_buffered_the_oldest_notifications_are_dropped_and_counted(
+        opcua_sim: OpcUaSimulator) -> None:
+    before = COUNTERS.get(DROPPED, device="cnc")
+    driver = make(opcua_sim.endpoint, "subscribe", many_tags(15), max_buffered=5)
+    await driver.connect()
+    try:
+        await asyncio.sleep(0.5)
+        kept = await driver.read()
+    finally:
+        await driver.close()
+    assert len(kept) == 5
+    assert COUNTERS.get(DROPPED, device="cnc") - before >= 10
