@@ -1,7 +1,11 @@
+import struct
 from datetime import UTC, datetime
 
 import pytest
 from asyncua import ua
+from asyncua.common.utils import Buffer
+from asyncua.ua import ua_binary
+from asyncua.ua.uatypes import datetime_to_win_epoch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,3 +56,10 @@ def test_source_timestamp_wins_over_server_timestamp() -> None:
     dv = ua.DataValue(ua.Variant(3), SourceTimestamp=src,  # type: ignore[arg-type]
                       ServerTimestamp=datetime(2026, 6, 1, tzinfo=UTC))  # type: ignore[arg-type]
     assert to_reading("d", "t", dv, "mm").source_ts == src
+
+
+def test_100ns_ticks_are_floored_to_the_microsecond_when_decoded() -> None:
+    """The contract's resolution: asyncua decodes OPC UA DateTime ticks (100 ns) to µs."""
+    ts = datetime(2026, 3, 4, 5, 6, 7, 123457, tzinfo=UTC)
+    nine_ticks_later = struct.pack("<q", datetime_to_win_epoch(ts) + 9)
+    assert ua_binary.Primitives.DateTime.unpack(Buffer(nine_ticks_later)) == ts
