@@ -99,8 +99,14 @@ class OpcUaDriver(Driver):
 
     async def _operation_limits(self, client: Client) -> planning.OperationLimits:
         node_ids = [ua.NodeId(ua.Int32(i)) for i in LIMIT_NODES]
-        values = [dv.Value.Value if dv.Value is not None and good(dv) else 0
-                  for dv in await self._read(client, node_ids, 0)]
+        try:
+            answers = await self._read(client, node_ids, 0)
+        except DeviceUnreachable:
+            raise
+        except DriverError as exc:  # a server that refuses to tell sets no limit
+            log.debug("%s: operation limits unreadable (%s): none assumed", self.name, exc)
+            return planning.OperationLimits()
+        values = [dv.Value.Value if dv.Value is not None and good(dv) else 0 for dv in answers]
         limits = planning.OperationLimits(*(planning.limit_of(v) for v in values))
         log.debug("%s: server operation limits %s", self.name, limits)
         return limits

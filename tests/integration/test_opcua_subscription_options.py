@@ -4,6 +4,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from asyncua import ua
+from asyncua.common.callback import CallbackType, ServerItemCallback
 
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.driver import OpcUaDriver
@@ -103,6 +105,13 @@ async def test_a_percent_server_deadband_is_sent_and_accepted(
         opcua_sim: OpcUaSimulator) -> None:
     """asyncua's server accepts a percent filter and ignores it (it logs "not implemented");
     a server that needs an EURange refuses the item, which then reads bad with its status."""
+    filters: list[Any] = []
+
+    def on_items(event: ServerItemCallback, _: object) -> None:
+        filters.extend(i.RequestedParameters.Filter for i in event.request_params.ItemsToCreate)
+
+    assert opcua_sim._server is not None
+    opcua_sim._server.subscribe_server_callback(CallbackType.ItemSubscriptionCreated, on_items)
     driver = make(opcua_sim.endpoint, "subscribe", [
         {"name": "speed", "node": "ns=2;s=Cnc.SpindleSpeed", "server_deadband": 5,
          "server_deadband_type": "percent"}])
@@ -111,6 +120,8 @@ async def test_a_percent_server_deadband_is_sent_and_accepted(
         got = await collect(driver, 0.5)
     finally:
         await driver.close()
+    assert [(f.Trigger, f.DeadbandType, f.DeadbandValue) for f in filters] == [
+        (ua.DataChangeTrigger.StatusValue, ua.DeadbandType.Percent, 5.0)]
     assert got and all(r.quality is Quality.GOOD for r in got)
 
 
