@@ -1,5 +1,6 @@
 """The timestamp contract: the SourceTimestamp an OPC UA server gives a value is the `ts` of
-its MQTT message and the time of its InfluxDB point, to the microsecond.
+its MQTT message and the time of its InfluxDB point, to the microsecond. (An array tag rides
+along: a JSON list over MQTT, no InfluxDB field.)
 
 OPC UA DateTime counts 100 ns ticks; asyncua 2.1 decodes them into a Python datetime (µs),
 flooring the last digit, so the gateway's resolution is the microsecond end to end."""
@@ -43,6 +44,7 @@ devices:
     connection: {{endpoint: {sim.endpoint}, timeout: 2s}}
     tags:
       - {{name: temperature, node: "ns=2;s=Types.Double", unit: degC}}
+      - {{name: axes, node: "ns=2;s=Types.DoubleArray"}}
 sinks:
   mqtt: {{url: {mqtt_url}, qos: 1, retain: false}}
   influxdb: {{url: {influx.url}, api: v1, database: {influx.database}, flush_interval: 200ms}}
@@ -79,14 +81,19 @@ async def test_the_servers_source_timestamp_is_the_mqtt_ts_and_the_influxdb_time
     task = asyncio.create_task(gateway.run(stop))
     try:
         messages = await asyncio.to_thread(
-            collector.wait_for, lambda m: any(x.payload.get("quality") == "good" for x in m),
-            15, "a good reading")
+            collector.wait_for, lambda m: {x.topic.rsplit("/", 1)[-1] for x in m
+                                           if x.payload.get("quality") == "good"}
+            >= {"temperature", "axes"}, 15, "good readings of both tags")
         rows = await asyncio.to_thread(influx_points, influxdb_v1, device, 15)
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
-    good = next(m.payload for m in messages if m.payload.get("quality") == "good")
+    good = next(m.payload for m in messages if m.topic.endswith("/temperature")
+                and m.payload.get("quality") == "good")
     assert good["value"] == 21.5
+    axes = next(m.payload for m in messages if m.topic.endswith("/axes"))
+    assert axes["value"] == [1.0, 2.0, 3.0]  # an array is a JSON list; InfluxDB skips it
+    assert "axes" not in influxdb_v1.query(f'SELECT * FROM "{device}"')[0]
     assert good["ts"] == "2026-03-04T05:06:07.123457Z"
     assert [row["time"] for row in rows] == [timestamp_ns(SOURCE_TS)]
     assert rows[0]["time"] == 1772600767123457000
