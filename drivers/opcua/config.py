@@ -118,8 +118,9 @@ class OpcUaDeviceConfig(DeviceConfig):
         "more than this since the last report (a DataChangeFilter); tags may override it")
     server_deadband_type: DeadbandType = Field(
         "absolute", description="absolute: in the value's unit; percent: of the node's "
-        "EURange (the server needs an EURange property on the node, else it refuses the "
-        "item and the tag reads bad with the server's status)")
+        "EURange (the server needs an EURange property on the node). A deadband the server "
+        "refuses is dropped for that tag with a warning when it is the device's; a tag's own "
+        "makes the tag read bad with the server's status")
     max_buffered: int = Field(100_000, ge=1, description="Subscribe mode: notifications kept "
                               "between two reads; past it the oldest are dropped and counted "
                               "in gateway_opcua_buffer_dropped_total")

@@ -55,9 +55,10 @@ class ServerDeadband:
 
 def server_deadband(value: float | None, kind: str | None, device_value: float | None,
                     device_kind: str) -> ServerDeadband | None:
-    """The tag's own deadband where it sets one, else the device's; None: no filter."""
+    """The tag's own deadband where it sets one, else the device's; None: no filter (0 is no
+    filter too: every change is reported either way, and a String node accepts it)."""
     chosen = value if value is not None else device_value
-    if chosen is None:
+    if not chosen:
         return None
     return ServerDeadband(chosen, kind or device_kind)
 
@@ -93,3 +94,28 @@ def item_request(index: int, node_id: ua.NodeId, deadband: ServerDeadband | None
     return ua.MonitoredItemCreateRequest(
         ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=ua.AttributeIds.Value),
         MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params)
+
+
+# What a server answers for a filter it will not apply to a node: a deadband on a String or
+# Boolean (OPC UA Part 4, 7.22.2), a percent deadband on a node without an EURange.
+FILTER_REFUSALS = frozenset({ua.StatusCodes.BadFilterNotAllowed,
+                             ua.StatusCodes.BadMonitoredItemFilterUnsupported,
+                             ua.StatusCodes.BadMonitoredItemFilterInvalid,
+                             ua.StatusCodes.BadDeadbandFilterInvalid})
+
+
+def retry_unfiltered(request: ua.MonitoredItemCreateRequest, status: ua.StatusCode,
+                     inherited: bool) -> ua.MonitoredItemCreateRequest | None:
+    """The same item without its filter when the server refused only the filter and the
+    deadband came from the device (one device-wide deadband over numeric and text tags);
+    None when the refusal stands (a tag's own deadband is what its author asked for)."""
+    if not inherited or status.value not in FILTER_REFUSALS:
+        return None
+    params = request.RequestedParameters
+    unfiltered = ua.MonitoringParameters(ClientHandle=params.ClientHandle,
+                                         SamplingInterval=params.SamplingInterval,
+                                         QueueSize=params.QueueSize,
+                                         DiscardOldest=params.DiscardOldest)
+    return ua.MonitoredItemCreateRequest(ItemToMonitor=request.ItemToMonitor,
+                                         MonitoringMode=request.MonitoringMode,
+                                         RequestedParameters=unfiltered)

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from asyncua import ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
+from asyncua.server.monitored_item_service import MonitoredItemService
 
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.driver import OpcUaDriver
@@ -137,3 +138,44 @@ async def test_past_max_buffered_the_oldest_notifications_are_dropped_and_counte
         await driver.close()
     assert len(kept) == 5
     assert COUNTERS.get(DROPPED, device="cnc") - before >= 10
+
+
+@pytest.fixture
+def strict_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the simulator refuse a deadband on a String or Boolean node, as OPC UA Part 4
+    says a server should (asyncua 2.1 accepts it)."""
+    create = MonitoredItemService._create_data_change_monitored_item
+
+    async def refusing(service: MonitoredItemService,
+                       item: ua.MonitoredItemCreateRequest) -> ua.MonitoredItemCreateResult:
+        # decoded as asyncua.ua.uaprotocol_auto.DataChangeFilter, not ua.DataChangeFilter
+        if hasattr(item.RequestedParameters.Filter, "DeadbandType"):
+            dv = service.aspace.read_attribute_value(item.ItemToMonitor.NodeId,
+                                                     ua.AttributeIds.Value)
+            if isinstance(dv.Value.Value if dv.Value else None, str | bool):
+                return ua.MonitoredItemCreateResult(
+                    StatusCode=ua.StatusCode(ua.StatusCodes.BadFilterNotAllowed))
+        return await create(service, item)
+
+    monkeypatch.setattr(MonitoredItemService, "_create_data_change_monitored_item", refusing)
+
+
+@pytest.mark.usefixtures("strict_filters")
+async def test_a_device_deadband_the_server_refuses_on_a_text_tag_is_dropped_for_that_tag(
+        opcua_sim: OpcUaSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    driver = make(opcua_sim.endpoint, "subscribe", [
+        {"name": "speed", "node": "ns=2;s=Cnc.SpindleSpeed"},
+        {"name": "program", "node": "ns=2;s=Cnc.Program"},
+        {"name": "flag", "node": "ns=2;s=Types.Boolean", "server_deadband": 1}],
+        server_deadband=1)
+    await driver.connect()
+    try:
+        got = await collect(driver, 0.5)
+    finally:
+        await driver.close()
+    assert any(r.tag == "program" and r.value == "O1000" for r in got)
+    assert any(r.tag == "speed" and r.quality is Quality.GOOD for r in got)
+    flag = [r for r in got if r.tag == "flag"]  # its own deadband: the refusal stands
+    assert flag and all(r.error == "BadFilterNotAllowed" for r in flag)
+    warned = [r.getMessage() for r in caplog.records if "refused the device's" in r.getMessage()]
+    assert len(warned) == 1 and "program" in warned[0]

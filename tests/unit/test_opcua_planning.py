@@ -12,6 +12,7 @@ from drivers.opcua.planning import (
     index_of,
     item_request,
     limit_of,
+    retry_unfiltered,
     server_deadband,
 )
 
@@ -56,6 +57,20 @@ def test_a_tag_deadband_overrides_the_devices() -> None:
     assert server_deadband(0.5, None, 2.0, "percent") == ServerDeadband(0.5, "percent")
     assert server_deadband(None, "absolute", 2.0, "percent") == ServerDeadband(2.0, "absolute")
     assert server_deadband(None, None, None, "absolute") is None
+    assert server_deadband(0, None, 2.0, "absolute") is None
+
+
+def test_a_refused_filter_is_retried_without_it_only_when_inherited() -> None:
+    request = item_request(3, ua.NodeId("x", 2), ServerDeadband(1.0), 10, 0.0)
+    refused = ua.StatusCode(ua.StatusCodes.BadFilterNotAllowed)
+    retry = retry_unfiltered(request, refused, inherited=True)
+    assert retry is not None
+    assert not isinstance(retry.RequestedParameters.Filter, ua.DataChangeFilter)
+    assert retry.RequestedParameters.ClientHandle == request.RequestedParameters.ClientHandle
+    assert retry.ItemToMonitor == request.ItemToMonitor
+    assert retry_unfiltered(request, refused, inherited=False) is None
+    unknown = ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+    assert retry_unfiltered(request, unknown, inherited=True) is None
 
 
 @pytest.mark.parametrize(("kind", "expected"), [("absolute", ua.DeadbandType.Absolute),
