@@ -126,41 +126,33 @@ class OpcUaDriver(Driver):
                                                           _Handler(self)))
         requests = [self._item_request(i, node_id) for i, node_id in enumerate(self._node_ids)]
         refused = await self._create_items(sub, requests)
-        retries = {planning.index_of(r.RequestedParameters.ClientHandle): retry
-                   for r, status in refused
-                   if (retry := planning.retry_unfiltered(r, status, self._inherits(r)))}
-        if retries:
-            self._warn_unfiltered(retries, refused)
-            refused = [(r, status) for r, status in refused
-                       if planning.index_of(r.RequestedParameters.ClientHandle) not in retries]
-            refused += await self._create_items(sub, list(retries.values()))
-        for request, status in refused:
-            tag = self.cfg.tags[planning.index_of(request.RequestedParameters.ClientHandle)]
+        retries = {i: retry for i, (request, status) in refused.items()
+                   if (retry := planning.retry_unfiltered(request, status, self._inherits(i)))}
+        for i in retries:
+            log.warning("%s: the server refused the device's server_deadband on tag %s (%s); "
+                        "subscribed without it (a tag's own server_deadband: 0 turns it off)",
+                        self.name, self.cfg.tags[i].name, refused.pop(i)[1].name)
+        refused.update(await self._create_items(sub, list(retries.values())))
+        for i, (_, status) in sorted(refused.items()):
+            tag = self.cfg.tags[i]
             self._buffer.append(bad_reading(self.name, tag.name, status.name, tag.unit))
 
     async def _create_items(self, sub: Any, requests: list[ua.MonitoredItemCreateRequest]
-                            ) -> list[tuple[ua.MonitoredItemCreateRequest, ua.StatusCode]]:
-        """Create the items in calls of at most MaxMonitoredItemsPerCall; the refused ones."""
-        refused = []
+                            ) -> dict[int, tuple[ua.MonitoredItemCreateRequest, ua.StatusCode]]:
+        """Create the items in calls of at most MaxMonitoredItemsPerCall; the refused ones, by
+        tag index."""
+        refused = {}
         for chunk in planning.chunked(requests, self.limits.max_monitored_items_per_call):
             results = await self._call(sub.create_monitored_items(chunk))
-            refused += [(request, result) for request, result in zip(chunk, results, strict=True)
-                        if isinstance(result, ua.StatusCode)]
+            for request, result in zip(chunk, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    index = planning.index_of(request.RequestedParameters.ClientHandle)
+                    refused[index] = (request, result)
         return refused
 
-    def _inherits(self, request: ua.MonitoredItemCreateRequest) -> bool:
-        tag = self.cfg.tags[planning.index_of(request.RequestedParameters.ClientHandle)]
-        return tag.server_deadband is None
-
-    def _warn_unfiltered(self, retries: dict[int, ua.MonitoredItemCreateRequest],
-                         refused: list[tuple[ua.MonitoredItemCreateRequest, ua.StatusCode]]
-                         ) -> None:
-        statuses = {planning.index_of(r.RequestedParameters.ClientHandle): s.name
-                    for r, s in refused}
-        for index in retries:
-            log.warning("%s: the server refused the device's server_deadband on tag %s (%s); "
-                        "subscribed without it (a tag's own server_deadband: 0 turns it off)",
-                        self.name, self.cfg.tags[index].name, statuses[index])
+    def _inherits(self, index: int) -> bool:
+        """Whether the tag's server-side deadband (if any) is the device's."""
+        return self.cfg.tags[index].server_deadband is None
 
     def _item_request(self, index: int, node_id: ua.NodeId) -> ua.MonitoredItemCreateRequest:
         tag = self.cfg.tags[index]
