@@ -125,3 +125,11 @@ class OpcUaDeviceConfig(DeviceConfig):
                               "between two reads; past it the oldest are dropped and counted "
                               "in gateway_opcua_buffer_dropped_total")
     tags: list[OpcUaTag] = Field(min_length=1, description="Nodes to read")
+
+    @model_validator(mode="after")
+    def _server_deadband_needs_subscribe(self) -> OpcUaDeviceConfig:
+        if self.mode == "poll" and (self.server_deadband is not None
+                                    or any(t.server_deadband is not None for t in self.tags)):
+            raise ValueError("server_deadband applies to mode: subscribe (a Read returns every "
+                             "value); in poll mode use the gateway-side deadband")
+        return self

@@ -29,7 +29,7 @@ def test_readme_sample_is_a_valid_device() -> None:
 
 
 def test_subscription_defaults() -> None:
-    cfg = OpcUaDeviceConfig.model_validate(device())
+    cfg = OpcUaDeviceConfig.model_validate(device(mode="subscribe"))
     assert (cfg.server_deadband, cfg.server_deadband_type, cfg.max_buffered) == (
         None, "absolute", 100_000)
 
@@ -38,4 +38,12 @@ def test_subscription_defaults() -> None:
                                    {"max_buffered": 0}])
 def test_invalid_subscription_options_are_refused(extra: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        OpcUaDeviceConfig.model_validate(device(**extra))
+        OpcUaDeviceConfig.model_validate(device(mode="subscribe", **extra))
+
+
+def test_a_server_deadband_in_poll_mode_is_refused() -> None:
+    with pytest.raises(ValidationError, match="server_deadband applies to mode: subscribe"):
+        OpcUaDeviceConfig.model_validate(device(mode="poll", server_deadband=1))
+    tags = [{"name": "t", "node": "ns=2;s=T", "server_deadband": 1}]
+    with pytest.raises(ValidationError, match="server_deadband applies to mode: subscribe"):
+        OpcUaDeviceConfig.model_validate({**device(), "tags": tags})
