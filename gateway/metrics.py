@@ -47,7 +47,10 @@ COUNTER_HELP = {
     "gateway_sink_sent_total": "Readings delivered and acknowledged per sink",
     "gateway_sink_failures_total": "Failed deliveries per sink",
     "gateway_sink_retries_total": "Batches retried per sink",
-    "gateway_sink_dropped_total": "Readings a sink dropped because the far side rejected them",
+    "gateway_sink_dropped_total": "Readings a sink dropped, by reason (rejected by the far "
+    "side, not_finite, invalid_name, array)",
+    "gateway_opcua_buffer_dropped_total": "OPC UA notifications dropped oldest-first because "
+    "more than max_buffered arrived between two reads",
     "gateway_sink_possible_duplicates_total": "Readings re-sent after a crash (at-least-once)",
 }
 

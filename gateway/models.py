@@ -7,7 +7,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-Value = float | int | bool | str | None
+Scalar = bool | int | float | str
+# An array (an OPC UA array variable) is a tuple of scalars: hashable, like the frozen Reading.
+Value = Scalar | tuple[Scalar | None, ...] | None
 
 
 class Quality(StrEnum):
@@ -23,12 +25,17 @@ class Reading(BaseModel):
 
     device: str
     tag: str
-    # bool before int: pydantic's smart union keeps the exact type it is given.
-    value: bool | int | float | str | None
+    # bool before int: pydantic's smart union keeps the exact type it is given. A list given
+    # for an array becomes a tuple.
+    value: bool | int | float | str | tuple[bool | int | float | str | None, ...] | None
     quality: Quality = Quality.GOOD
     source_ts: datetime
     unit: str | None = None
     error: str | None = None
+
+    @property
+    def is_array(self) -> bool:
+        return isinstance(self.value, tuple)
 
     @field_validator("source_ts")
     @classmethod

@@ -17,6 +17,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+DeadbandType = Literal["absolute", "percent"]
+
 POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
 
 
@@ -93,6 +95,10 @@ class OpcUaTag(_Strict):
                       '"nsu=<namespace URI>;s=..." to survive namespace renumbering')
     unit: str | None = Field(None, description="Engineering unit")
     deadband: float | None = Field(None, ge=0, description="Gateway-side deadband")
+    server_deadband: float | None = Field(None, ge=0, description="Server-side deadband of "
+                                          "this tag (subscribe mode); overrides the device's")
+    server_deadband_type: DeadbandType | None = Field(None, description="absolute | percent; "
+                                                      "overrides the device's")
 
     @field_validator("node")
     @classmethod
@@ -107,4 +113,23 @@ class OpcUaDeviceConfig(DeviceConfig):
     connection: OpcUaConnection
     sampling_interval: Duration = Field(0.0, ge=0, description="Server sampling interval")
     queue_size: int = Field(10, ge=1, description="Server-side queue per monitored item")
+    server_deadband: float | None = Field(
+        None, ge=0, description="Subscribe mode: the server reports a value only when it moved "
+        "more than this since the last report (a DataChangeFilter); tags may override it")
+    server_deadband_type: DeadbandType = Field(
+        "absolute", description="absolute: in the value's unit; percent: of the node's "
+        "EURange (the server needs an EURange property on the node). A deadband the server "
+        "refuses is dropped for that tag with a warning when it is the device's; a tag's own "
+        "makes the tag read bad with the server's status")
+    max_buffered: int = Field(100_000, ge=1, description="Subscribe mode: notifications kept "
+                              "between two reads; past it the oldest are dropped and counted "
+                              "in gateway_opcua_buffer_dropped_total")
     tags: list[OpcUaTag] = Field(min_length=1, description="Nodes to read")
+
+    @model_validator(mode="after")
+    def _server_deadband_needs_subscribe(self) -> OpcUaDeviceConfig:
+        if self.mode == "poll" and (self.server_deadband is not None
+                                    or any(t.server_deadband is not None for t in self.tags)):
+            raise ValueError("server_deadband applies to mode: subscribe (a Read returns every "
+                             "value); in poll mode use the gateway-side deadband")
+        return self

@@ -1,22 +1,36 @@
-"""The OPC UA driver: one Read call per cycle (poll) or a buffered subscription (subscribe)."""
+"""The OPC UA driver: chunked Read calls per cycle (poll) or a buffered subscription (subscribe).
+
+Calls are split by the server's OperationLimits, read at every connect (see planning.py).
+Notifications are matched to tags by the monitored item's client handle, which the driver
+chooses (the tag's index + 1): node ids cannot serve, since two tags may name one node.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from asyncua import Client, Node, ua
+from asyncua import Client, ua
 
 from drivers.base import Driver
-from drivers.opcua import nodeids
+from drivers.opcua import nodeids, planning
 from drivers.opcua.config import OpcUaDeviceConfig
+from drivers.opcua.notifications import NotificationBuffer
 from drivers.opcua.session import open_client
-from drivers.opcua.values import to_reading
+from drivers.opcua.values import quality_of, to_reading
 from gateway.errors import DeviceUnreachable, DriverError
-from gateway.models import Reading, bad_reading
+from gateway.models import Quality, Reading, bad_reading
 
 log = logging.getLogger(__name__)
+
+LIMIT_NODES = (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+               ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall)
+
+
+def good(dv: ua.DataValue) -> bool:
+    return quality_of(dv.StatusCode) is Quality.GOOD
 
 
 class _Handler:
@@ -25,8 +39,9 @@ class _Handler:
     def __init__(self, driver: OpcUaDriver) -> None:
         self.driver = driver
 
-    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
-        self.driver._on_change(node, data.monitored_item.Value)
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        item = data.monitored_item
+        self.driver._on_change(int(item.ClientHandle), item.Value)
 
     def status_change_notification(self, status: Any) -> None:
         self.driver._dead = f"subscription status {status}"
@@ -39,9 +54,9 @@ class OpcUaDriver(Driver):
         super().__init__(config)
         self.cfg = config
         self._client: Client | None = None
-        self._nodes: list[Node] = []
-        self._by_node: dict[str, int] = {}
-        self._buffer: list[Reading] = []
+        self._node_ids: list[ua.NodeId] = []
+        self.limits = planning.OperationLimits()
+        self._buffer = NotificationBuffer(config.name, config.max_buffered)
         self._dead: str | None = None
 
     def tag_names(self) -> list[str]:
@@ -61,28 +76,96 @@ class OpcUaDriver(Driver):
         self._dead = None
         client = await open_client(self.cfg.connection, self.name)
         self._client = client
-        texts = [t.node for t in self.cfg.tags]
-        spaces = await client.get_namespace_array() if nodeids.needs_namespaces(texts) else []
-        self._nodes = [client.get_node(nodeids.resolve(t, spaces)) for t in texts]
-        self._by_node = {n.nodeid.to_string(): i for i, n in enumerate(self._nodes)}
-        if self.cfg.mode == "subscribe":
-            await self._subscribe(client)
+        try:
+            texts = [t.node for t in self.cfg.tags]
+            spaces = (await self._call(client.get_namespace_array())
+                      if nodeids.needs_namespaces(texts) else [])
+            self._node_ids = [nodeids.resolve(t, spaces) for t in texts]
+            self.limits = await self._operation_limits(client)
+            if self.cfg.mode == "subscribe":
+                await self._subscribe(client)
+        except DriverError:
+            await self.close()
+            raise
+
+    async def _call(self, request: Any) -> Any:
+        """Await one service call within the timeout, as a typed gateway error."""
+        try:
+            return await asyncio.wait_for(request, self.cfg.connection.timeout)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            raise DeviceUnreachable(f"request failed: {exc or 'timed out'}", self.name) from exc
+        except ua.UaStatusCodeError as exc:
+            raise DriverError(f"request refused: {exc}", self.name) from exc
+
+    async def _operation_limits(self, client: Client) -> planning.OperationLimits:
+        node_ids = [ua.NodeId(ua.Int32(i)) for i in LIMIT_NODES]
+        try:
+            answers = await self._read(client, node_ids, 0)
+        except DeviceUnreachable:
+            raise
+        except DriverError as exc:  # a server that refuses to tell sets no limit
+            log.debug("%s: operation limits unreadable (%s): none assumed", self.name, exc)
+            return planning.OperationLimits()
+        values = [dv.Value.Value if dv.Value is not None and good(dv) else 0 for dv in answers]
+        limits = planning.OperationLimits(*(planning.limit_of(v) for v in values))
+        log.debug("%s: server operation limits %s", self.name, limits)
+        return limits
+
+    async def _read(self, client: Client, node_ids: Sequence[ua.NodeId],
+                    limit: int) -> list[ua.DataValue]:
+        results: list[ua.DataValue] = []
+        for chunk in planning.chunked(node_ids, limit):
+            params = ua.ReadParameters(TimestampsToReturn=ua.TimestampsToReturn.Both)
+            params.NodesToRead = [ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value)
+                                  for n in chunk]
+            results += await self._call(client.uaclient.read(params))
+        return results
 
     async def _subscribe(self, client: Client) -> None:
-        period_ms = self.cfg.poll_interval * 1000
-        sub = await client.create_subscription(period_ms, _Handler(self))
-        results = await sub.subscribe_data_change(
-            self._nodes, queuesize=self.cfg.queue_size,
-            sampling_interval=ua.Double(self.cfg.sampling_interval * 1000))
-        for i, handle in enumerate(results):
-            if isinstance(handle, ua.StatusCode):
-                tag = self.cfg.tags[i]
-                self._buffer.append(bad_reading(self.name, tag.name, handle.name, tag.unit))
-
-    def _on_change(self, node: Node, dv: ua.DataValue) -> None:
-        i = self._by_node.get(node.nodeid.to_string())
-        if i is not None:
+        sub = await self._call(client.create_subscription(self.cfg.poll_interval * 1000,
+                                                          _Handler(self)))
+        requests = [self._item_request(i, node_id) for i, node_id in enumerate(self._node_ids)]
+        refused = await self._create_items(sub, requests)
+        retries = {i: retry for i, (request, status) in refused.items()
+                   if (retry := planning.retry_unfiltered(request, status, self._inherits(i)))}
+        for i in retries:
+            log.warning("%s: the server refused the device's server_deadband on tag %s (%s); "
+                        "subscribed without it (a tag's own server_deadband: 0 turns it off)",
+                        self.name, self.cfg.tags[i].name, refused.pop(i)[1].name)
+        refused.update(await self._create_items(sub, list(retries.values())))
+        for i, (_, status) in sorted(refused.items()):
             tag = self.cfg.tags[i]
+            self._buffer.append(bad_reading(self.name, tag.name, status.name, tag.unit))
+
+    async def _create_items(self, sub: Any, requests: list[ua.MonitoredItemCreateRequest]
+                            ) -> dict[int, tuple[ua.MonitoredItemCreateRequest, ua.StatusCode]]:
+        """Create the items in calls of at most MaxMonitoredItemsPerCall; the refused ones, by
+        tag index."""
+        refused = {}
+        for chunk in planning.chunked(requests, self.limits.max_monitored_items_per_call):
+            results = await self._call(sub.create_monitored_items(chunk))
+            for request, result in zip(chunk, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    index = planning.index_of(request.RequestedParameters.ClientHandle)
+                    refused[index] = (request, result)
+        return refused
+
+    def _inherits(self, index: int) -> bool:
+        """Whether the tag's server-side deadband (if any) is the device's."""
+        return self.cfg.tags[index].server_deadband is None
+
+    def _item_request(self, index: int, node_id: ua.NodeId) -> ua.MonitoredItemCreateRequest:
+        tag = self.cfg.tags[index]
+        deadband = planning.server_deadband(tag.server_deadband, tag.server_deadband_type,
+                                            self.cfg.server_deadband,
+                                            self.cfg.server_deadband_type)
+        return planning.item_request(index, node_id, deadband, self.cfg.queue_size,
+                                     self.cfg.sampling_interval * 1000)
+
+    def _on_change(self, handle: int, dv: ua.DataValue) -> None:
+        index = planning.index_of(handle)
+        if 0 <= index < len(self.cfg.tags):
+            tag = self.cfg.tags[index]
             self._buffer.append(to_reading(self.name, tag.name, dv, tag.unit))
 
     async def read(self) -> list[Reading]:
@@ -95,25 +178,8 @@ class OpcUaDriver(Driver):
         if self._dead:
             raise DeviceUnreachable(self._dead, self.name)
         if self.cfg.mode == "subscribe":
-            drained, self._buffer = self._buffer, []
-            return drained
-        return await self._poll(self._client)
-
-    async def _poll(self, client: Client) -> list[Reading]:
-        params = ua.ReadParameters()
-        for node in self._nodes:
-            rv = ua.ReadValueId()
-            rv.NodeId = node.nodeid
-            rv.AttributeId = ua.AttributeIds.Value
-            params.NodesToRead.append(rv)
-        params.TimestampsToReturn = ua.TimestampsToReturn.Both
-        try:
-            results = await asyncio.wait_for(client.uaclient.read(params),
-                                             self.cfg.connection.timeout)
-        except (OSError, TimeoutError, ConnectionError) as exc:
-            raise DeviceUnreachable(f"read failed: {exc}", self.name) from exc
-        except ua.UaStatusCodeError as exc:
-            raise DriverError(f"read refused: {exc}", self.name) from exc
+            return self._buffer.drain()
+        results = await self._read(self._client, self._node_ids, self.limits.max_nodes_per_read)
         return [to_reading(self.name, t.name, dv, t.unit)
                 for t, dv in zip(self.cfg.tags, results, strict=True)]
 
@@ -124,4 +190,3 @@ class OpcUaDriver(Driver):
                 await asyncio.wait_for(client.disconnect(), 2)
             except Exception:  # close never raises; the link may already be gone
                 log.debug("disconnect of %s failed", self.name, exc_info=True)
-

@@ -9,21 +9,24 @@ from typing import Any
 
 from asyncua import ua
 
-from gateway.models import Quality, Reading, utc_now
+from gateway.models import Quality, Reading, Value, utc_now
 
 Scalar = bool | int | float | str | None
 
 
-def to_scalar(value: Any) -> Scalar:
-    """Arrays become JSON strings because Reading.value holds scalars only."""
+def to_value(value: Any) -> Value:
+    """A one-dimensional array becomes a tuple of scalars; a matrix (nested lists) keeps its
+    rows as JSON strings, since Reading holds one level of array only."""
     if isinstance(value, list | tuple):
-        return json.dumps([_plain(v) for v in value])
+        return tuple(_plain(v) for v in value)
     return _plain(value)
 
 
 def _plain(value: Any) -> Scalar:
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, list | tuple):
+        return json.dumps([_plain(v) for v in value])
     if isinstance(value, datetime):
         return _aware(value).isoformat()
     if isinstance(value, bytes | bytearray):
@@ -46,7 +49,7 @@ def quality_of(status: ua.StatusCode | None) -> Quality:
 def to_reading(device: str, tag: str, dv: ua.DataValue, unit: str | None) -> Reading:
     quality = quality_of(dv.StatusCode)
     ts = dv.SourceTimestamp or dv.ServerTimestamp
-    value = None if quality is Quality.BAD or dv.Value is None else to_scalar(dv.Value.Value)
+    value = None if quality is Quality.BAD or dv.Value is None else to_value(dv.Value.Value)
     error = None if quality is Quality.GOOD or dv.StatusCode is None else dv.StatusCode.name
     return Reading(device=device, tag=tag, value=value, quality=quality,
                    source_ts=_aware(ts) if ts else utc_now(), unit=unit, error=error)

@@ -192,6 +192,7 @@ class InfluxSink(Sink):
         self.counters = counters
         self._writer: Writer | None = None
         self._connected = False
+        self._arrays_warned: set[tuple[str, str]] = set()
 
     @property
     def connected(self) -> bool:
@@ -206,6 +207,7 @@ class InfluxSink(Sink):
         batch = to_lines(readings, self.contexts)
         self._count_dropped(batch.not_finite, "not_finite")
         self._count_dropped(batch.invalid_name, "invalid_name")
+        self._skip_arrays(batch.arrays)
         if not batch.lines:
             return
         try:
@@ -271,6 +273,16 @@ class InfluxSink(Sink):
     def _count_dropped(self, count: int, reason: str) -> None:
         if count:
             self.counters.inc("gateway_sink_dropped_total", count, sink=self.name, reason=reason)
+
+    def _skip_arrays(self, arrays: list[tuple[str, str]]) -> None:
+        """Line protocol has no array type: counted, and said once per tag."""
+        self._count_dropped(len(arrays), "array")
+        for device, tag in arrays:
+            if (device, tag) not in self._arrays_warned:
+                self._arrays_warned.add((device, tag))
+                log.warning("influxdb: %s/%s is an array, which line protocol cannot hold; its "
+                            "readings are not written (counted in gateway_sink_dropped_total"
+                            "{reason=\"array\"}); MQTT carries them as JSON lists", device, tag)
 
     def _log_rejected(self, rejected: list[tuple[str, Answer]]) -> None:
         for line, answer in rejected[:MAX_LOGGED_REJECTIONS]:

@@ -13,6 +13,8 @@ VictoriaMetrics 1.79):
   as floats, the only numeric type that can hold them in InfluxDB 1.x.
 - NaN and +-inf are not representable (InfluxDB rejects the whole line): dropped, and counted
   by the caller through `LineBatch.not_finite`.
+- Arrays (OPC UA array variables) have no line protocol type: `to_line` writes none and
+  `LineBatch.arrays` names the (device, tag) pairs so the sink can say so once per tag.
 - Bad-quality readings (and any reading without a value) produce no line at all: InfluxDB has
   no null, and a separate `<tag>_quality` field would put a second series next to every tag
   that Grafana users would have to filter out. The reason reaches MQTT; a gap in
@@ -126,7 +128,8 @@ def series_prefix(ctx: DeviceContext) -> str | None:
 def to_line(reading: Reading, ctx: DeviceContext) -> str | None:
     """The line for one reading, or None when it writes nothing (bad quality, no value, a
     non-finite float, a name line protocol cannot carry)."""
-    if reading.quality is Quality.BAD or reading.value is None or not reading.tag:
+    if (reading.quality is Quality.BAD or reading.value is None or not reading.tag
+            or isinstance(reading.value, tuple)):
         return None
     value = format_value(reading.value)
     prefix = series_prefix(ctx)
@@ -143,6 +146,7 @@ class LineBatch:
     no_value: int = 0  # bad quality or value None: not an error, nothing to write
     not_finite: int = 0  # NaN/inf floats: InfluxDB rejects them
     invalid_name: int = 0  # a device or tag name that line protocol cannot carry
+    arrays: list[tuple[str, str]] = field(default_factory=list)  # (device, tag) per array
 
 
 def fallback_context(device: str, contexts: Mapping[str, DeviceContext]) -> DeviceContext:
@@ -162,6 +166,8 @@ def to_lines(readings: Iterable[Reading], contexts: Mapping[str, DeviceContext])
             batch.lines.append(line)
         elif reading.quality is Quality.BAD or reading.value is None:
             batch.no_value += 1
+        elif isinstance(reading.value, tuple):
+            batch.arrays.append((reading.device, reading.tag))
         elif (isinstance(reading.value, float) and not isinstance(reading.value, bool)
               and not math.isfinite(reading.value)):
             batch.not_finite += 1

@@ -89,15 +89,26 @@ def _dump(payload: dict[str, object]) -> bytes:
         return _JSON_ASCII.encode(payload).encode()
 
 
+def _not_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _json_value(reading: Reading) -> tuple[object, Quality, str | None]:
+    """The value, quality and error to send: see encode_payload for NaN and arrays."""
+    value, quality, error = reading.value, reading.quality, reading.error
+    if _not_finite(value):
+        return None, Quality.BAD, error or f"not a number ({value})"
+    if isinstance(value, tuple):
+        return [None if _not_finite(v) else v for v in value], quality, error
+    return value, quality, error
+
+
 def encode_payload(reading: Reading) -> bytes:
     """`{"value": 21.5, "quality": "good", "ts": "...Z", "unit": "degC"}`; `unit` only when
-    set, `error` only on a reading that has one. JSON has no NaN or infinity: such a value is
-    sent as null with quality bad."""
-    value = reading.value
-    quality = reading.quality
-    error = reading.error
-    if isinstance(value, float) and not math.isfinite(value):
-        value, quality, error = None, Quality.BAD, error or f"not a number ({reading.value})"
+    set, `error` only on a reading that has one. An array is a JSON list. JSON has no NaN or
+    infinity: such a value is sent as null with quality bad (inside an array: that element is
+    null)."""
+    value, quality, error = _json_value(reading)
     payload: dict[str, object] = {"value": value, "quality": quality.value,
                                   "ts": format_ts(reading)}
     if reading.unit is not None:
@@ -130,9 +141,7 @@ def encode_device_payload(readings: Sequence[Reading]) -> bytes:
     units: dict[str, str] = {}
     flagged: dict[str, dict[str, str]] = {}
     for reading in readings:
-        value, quality, error = reading.value, reading.quality, reading.error
-        if isinstance(value, float) and not math.isfinite(value):
-            value, quality, error = None, Quality.BAD, error or f"not a number ({value})"
+        value, quality, error = _json_value(reading)
         values[reading.tag] = value
         if reading.unit is not None:
             units[reading.tag] = reading.unit

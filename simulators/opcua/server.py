@@ -83,6 +83,37 @@ class OpcUaSimulator:
         node = self._nodes.pop(name)
         await self._server.delete_nodes([node])
 
+    async def set_operation_limits(self, max_nodes_per_read: int,
+                                   max_monitored_items_per_call: int) -> None:
+        """Announce OperationLimits (0 = none) and act on them as a real PLC does: asyncua
+        2.1 announces 10000 but enforces nothing, so a larger Read is refused here with
+        BadTooManyOperations. `read_sizes` and `monitored_item_calls` record the size of
+        every external Read and CreateMonitoredItems call from now on (until a restart)."""
+        from asyncua.common.callback import CallbackType, ServerItemCallback
+
+        assert self._server is not None
+        limits = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead
+        items = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall
+        for node_id, value in ((limits, max_nodes_per_read), (items, max_monitored_items_per_call)):
+            await self._server.get_node(ua.NodeId(ua.Int32(node_id))).write_value(
+                ua.Variant(value, ua.VariantType.UInt32))
+        self.read_sizes: list[int] = []
+        self.monitored_item_calls: list[int] = []
+
+        def on_read(event: ServerItemCallback, _: object) -> None:
+            if event.is_external:
+                self.read_sizes.append(len(event.request_params.NodesToRead))
+                if 0 < max_nodes_per_read < self.read_sizes[-1]:
+                    raise ua.uaerrors.BadTooManyOperations()
+
+        def on_items(event: ServerItemCallback, _: object) -> None:
+            if event.is_external:
+                self.monitored_item_calls.append(len(event.request_params.ItemsToCreate))
+
+        # One listener per callback type: asyncua keys listeners by priority (0 here).
+        self._server.subscribe_server_callback(CallbackType.PreRead, on_read)
+        self._server.subscribe_server_callback(CallbackType.ItemSubscriptionCreated, on_items)
+
     def freeze(self, on: bool) -> None:
         self.frozen = on
 

@@ -244,6 +244,20 @@ async def test_a_batch_of_only_bad_readings_writes_nothing(influxdb_v1: InfluxV1
     assert counters.get("gateway_sink_dropped_total") == 0
 
 
+async def test_arrays_are_skipped_counted_and_said_once_per_tag(
+        influxdb_v1: InfluxV1Server, counters: Counters, caplog: pytest.LogCaptureFixture) -> None:
+    ts = utc_now()
+    batch = [reading("arr", "axes", [1.0, 2.0], ts), reading("arr", "speed", 5.0, ts)]
+    async with running(InfluxSink(v1_config(influxdb_v1), contexts("arr"), counters)) as sink:
+        await sink.send(batch)
+        await sink.send(batch)
+    assert influxdb_v1.query('SELECT * FROM "arr"') == [
+        {"time": timestamp_ns(ts), "gateway": "edge-01", "site": "jeonju", "area": "stamping",
+         "speed": 5.0}]
+    assert counters.get("gateway_sink_dropped_total", sink="influxdb", reason="array") == 2
+    assert len([r for r in caplog.records if "arr/axes is an array" in r.getMessage()]) == 1
+
+
 async def test_influxdb_reads_escaped_backslashes_as_line_protocol_documents(
         private_influxdb_v1: InfluxV1Server) -> None:
     """The escaping model the unit tests assume, checked against the real server."""

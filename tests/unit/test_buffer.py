@@ -160,3 +160,11 @@ def test_report_reads_backlog_beside_a_writer(tmp_path: Path) -> None:
     assert report["mqtt"]["depth"] == 0
     assert report["influxdb"]["depth"] == 10
     assert report["influxdb"]["oldest_unsent_age_s"] == pytest.approx(60.0)
+
+
+def test_an_array_reading_survives_the_buffer(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    axes = Reading(device="cnc", tag="axes", value=[1.5, 2, True, "x", None], source_ts=T0)
+    buffer.append([axes])
+    assert buffer.read("mqtt", 10)[1] == [axes]
+    buffer.close()

@@ -200,6 +200,12 @@ def test_to_lines_counts_what_it_did_not_write() -> None:
     assert (batch.no_value, batch.not_finite, batch.invalid_name) == (1, 1, 1)
 
 
+def test_arrays_write_no_line_and_are_named_for_the_sink() -> None:
+    batch = to_lines([reading([1.0, 2.0], tag="axes"), reading(1.0)], {"press-01": PRESS})
+    assert batch.lines == [f"{PREFIX} t=1.0 {TS_NS}"]
+    assert batch.arrays == [("press-01", "axes")] and batch.no_value == 0
+
+
 # -- round trip of arbitrary names and values ---------------------------------------------
 
 # Any unicode, with the characters line protocol treats specially drawn often.

@@ -122,3 +122,24 @@ def test_device_payload_holds_every_value_and_flags_bad_ones() -> None:
     assert payload == {"ts": "2026-11-24T01:02:03.223456Z",
                        "values": {"oil": 21.5, "running": True, "door": None},
                        "units": {"oil": "degC"}, "bad": {"door": "modbus exception 2"}}
+
+
+def test_an_array_is_a_json_list() -> None:
+    reading = Reading(device="d", tag="axes", value=[1.5, 2, True, "x", None], source_ts=TS)
+    assert json.loads(encode_payload(reading))["value"] == [1.5, 2, True, "x", None]
+    assert json.loads(encode_device_payload([reading]))["values"] == {
+        "axes": [1.5, 2, True, "x", None]}
+
+
+def test_a_non_finite_element_of_an_array_is_null() -> None:
+    reading = Reading(device="d", tag="axes", value=[1.0, math.nan, math.inf], source_ts=TS)
+    payload = json.loads(encode_payload(reading))
+    assert payload["value"] == [1.0, None, None] and payload["quality"] == "good"
+
+
+@given(st.lists(st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False),
+                          st.text(), st.none()), max_size=20))
+def test_arrays_round_trip_through_the_payload(items: list[object]) -> None:
+    reading = Reading(device="d", tag="t", value=items, source_ts=TS)
+    assert json.loads(encode_payload(reading))["value"] == [
+        None if isinstance(v, float) and math.isinf(v) else v for v in items]

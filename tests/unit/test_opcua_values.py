@@ -1,24 +1,42 @@
+import struct
 from datetime import UTC, datetime
 
 import pytest
 from asyncua import ua
+from asyncua.common.utils import Buffer
+from asyncua.ua import ua_binary
+from asyncua.ua.uatypes import datetime_to_win_epoch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.opcua.values import quality_of, to_reading, to_scalar
+from drivers.opcua.values import quality_of, to_reading, to_value
 from gateway.models import Quality
 
 pytestmark = pytest.mark.unit
 
 
-def test_arrays_become_json_strings() -> None:
-    assert to_scalar([1.0, 2.5]) == "[1.0, 2.5]"
+def test_arrays_become_tuples_of_scalars() -> None:
+    assert to_value([1.0, 2.5]) == (1.0, 2.5)
+    assert to_value([True, False]) == (True, False)
+    assert to_value(["a", None]) == ("a", None)
+    assert to_value([b"\x00", b"\xff"]) == ("AA==", "/w==")
+    assert to_value([datetime(2026, 1, 2, tzinfo=UTC)]) == ("2026-01-02T00:00:00+00:00",)
+    assert to_value([]) == ()
+
+
+def test_a_matrix_keeps_its_rows_as_json() -> None:
+    assert to_value([[1, 2], [3, 4]]) == ("[1, 2]", "[3, 4]")
+
+
+def test_an_array_reading_holds_a_tuple() -> None:
+    dv = ua.DataValue(ua.Variant([1, 2, 3], ua.VariantType.Int32))
+    assert to_reading("d", "t", dv, None).value == (1, 2, 3)
 
 
 def test_bytestring_becomes_base64_and_datetime_iso() -> None:
-    assert to_scalar(b"\x00\x01\xff") == "AAH/"
-    assert to_scalar(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00+00:00"
-    assert to_scalar(ua.LocalizedText("Running")) == "Running"
+    assert to_value(b"\x00\x01\xff") == "AAH/"
+    assert to_value(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00+00:00"
+    assert to_value(ua.LocalizedText("Running")) == "Running"
 
 
 @given(st.integers(min_value=0, max_value=2**32 - 1))
@@ -38,3 +56,10 @@ def test_source_timestamp_wins_over_server_timestamp() -> None:
     dv = ua.DataValue(ua.Variant(3), SourceTimestamp=src,  # type: ignore[arg-type]
                       ServerTimestamp=datetime(2026, 6, 1, tzinfo=UTC))  # type: ignore[arg-type]
     assert to_reading("d", "t", dv, "mm").source_ts == src
+
+
+def test_100ns_ticks_are_floored_to_the_microsecond_when_decoded() -> None:
+    """The contract's resolution: asyncua decodes OPC UA DateTime ticks (100 ns) to µs."""
+    ts = datetime(2026, 3, 4, 5, 6, 7, 123457, tzinfo=UTC)
+    nine_ticks_later = struct.pack("<q", datetime_to_win_epoch(ts) + 9)
+    assert ua_binary.Primitives.DateTime.unpack(Buffer(nine_ticks_later)) == ts
