@@ -32,8 +32,7 @@ def render(gateway: Gateway, footer: str = "") -> Group:
     for column in ("device", "tag", "value", "unit", "quality", "source time (UTC)"):
         tags.add_column(column, justify="right" if column == "value" else "left")
     for (device, tag), reading in sorted(gateway.tags.latest.items()):
-        value = reading.value
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        shown = format_value(reading.value)
         quality = reading.quality.value
         tags.add_row(device, tag, shown, reading.unit or "",
                      Text(quality, style=QUALITY_STYLE[quality]),
@@ -66,3 +65,14 @@ async def live_view(gateway: Gateway, stop: asyncio.Event,
                 await asyncio.wait_for(stop.wait(), refresh)
             except TimeoutError:
                 pass
+
+
+def format_value(value: object, max_items: int = 6) -> str:
+    """A value as a table cell: floats to 3 decimals, an array as a short list with its length."""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, tuple | list):
+        items = ", ".join(format_value(v) for v in value[:max_items])
+        more = f", ... ({len(value)} items)" if len(value) > max_items else ""
+        return f"[{items}{more}]"
+    return str(value)
