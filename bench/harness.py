@@ -181,7 +181,7 @@ def device_entries(scenario: Scenario, modbus_port: int, opcua_port: int) -> lis
                                 "tags": machine["tags"]})
         return devices
     units = [m["unit_id"] for m in register_map()]
-    tags: list[dict[str, Any]] = [
+    bench_tags: list[dict[str, Any]] = [
         {"name": f"r{a}", "table": "holding", "address": a, "type": "uint16"}
         for a in range(BENCH_TAGS)]
     for n in range(scenario.devices):
@@ -189,7 +189,7 @@ def device_entries(scenario: Scenario, modbus_port: int, opcua_port: int) -> lis
                         "poll_interval": poll,
                         "connection": {"host": "127.0.0.1", "port": modbus_port,
                                        "unit_id": units[n % len(units)]},
-                        "tags": tags})
+                        "tags": bench_tags})
     return devices
 
 
@@ -253,7 +253,9 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
     tags = sum(len(d["tags"]) for d in devices)
     http_port = free_port()
     mqtt_sink: dict[str, Any] = {"url": broker.url, "qos": 1, "retain": False,
-                                 "payload": scenario.payload}
+                                 "payload": scenario.payload,
+                                 # a device message carries a whole poll: batches of 40 polls
+                                 "batch_size": 10_000 if scenario.payload == "device" else 1000}
     sinks: dict[str, Any] = {"mqtt": mqtt_sink}
     if scenario.influx and influx_url:
         sinks["influxdb"] = {"url": influx_url, "api": "v2", "token": "bench", "org": "bench",
