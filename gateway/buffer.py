@@ -18,9 +18,9 @@ import logging
 import math
 import sqlite3
 from collections import deque
-from itertools import islice
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
