@@ -11,7 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
-from gateway.sinks.topics import device_cycles, encode_device_payload, encode_payload
+from gateway.sinks.topics import (
+    _encode_payload,
+    device_cycles,
+    encode_device_payload,
+    encode_payload,
+)
 
 pytestmark = pytest.mark.unit
 TS = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
@@ -122,3 +127,14 @@ def test_device_payload_holds_every_value_and_flags_bad_ones() -> None:
     assert payload == {"ts": "2026-11-24T01:02:03.223456Z",
                        "values": {"oil": 21.5, "running": True, "door": None},
                        "units": {"oil": "degC"}, "bad": {"door": "modbus exception 2"}}
+
+
+@given(st.one_of(st.integers(), st.floats(), st.booleans(), st.text(), st.none()),
+       st.sampled_from(list(Quality)), st.one_of(st.none(), st.text()),
+       st.one_of(st.none(), st.text()))
+def test_payloads_built_by_hand_equal_the_json_encoders(value: object, quality: Quality,
+                                                         unit: str | None,
+                                                         error: str | None) -> None:
+    reading = Reading(device="d", tag="t", value=value, quality=quality, source_ts=TS,
+                      unit=unit, error=error)
+    assert encode_payload(reading) == _encode_payload(reading)
