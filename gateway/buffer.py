@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 """
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRIM_EVERY_ACKS = 20
-_MEMORY_ROWS = 50_000
+_MEMORY_ROWS = 20_000
 
 
 class DurableBuffer:
@@ -142,6 +142,9 @@ class DurableBuffer:
         self._acks += 1
         if self._acks % _TRIM_EVERY_ACKS == 0:
             self._trim()
+        elif self._tail:  # the in-memory tail goes as soon as every sink passed it
+            lowest = self._db.execute("SELECT MIN(last_id) FROM cursors").fetchone()[0]
+            self._forget(int(lowest))
 
     def cursor(self, sink: str) -> int:
         row = self._db.execute("SELECT last_id FROM cursors WHERE sink = ?", (sink,)).fetchone()
