@@ -359,7 +359,9 @@ def verdict(key: str, r: dict[str, Any]) -> tuple[str, str]:
     elif key == "d":
         limit = r["poll_ms"] + 15
         checks = [(r["latency_p99_ms"] <= limit, f"p99 {pct(r['latency_p99_ms'], limit)}"),
-                  (r["schedule_drift_ms"] <= 1.0, f"drift {r['schedule_drift_ms']} ms"),
+                  # A loop that sleeps its interval after each read drifts by the read time
+                  # every cycle (seconds per minute here); the grid's answers only jitter.
+                  (r["schedule_drift_ms"] <= 5.0, f"drift {r['schedule_drift_ms']} ms"),
                   (r["readings_per_s"] >= 9_500, f"rate {pct(r['readings_per_s'], 10_000)}")]
         figure = f"p99 {r['latency_p99_ms']} ms, drift {r['schedule_drift_ms']} ms"
     elif key == "e":
@@ -415,12 +417,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="per gateway scenario")
     parser.add_argument("--scenario", action="append", default=None,
                         help="run only this scenario (a-f); repeatable")
+    parser.add_argument("--opcua-variables", type=int, default=None,
+                        help="scenario c: changing variables (default 500; 10 changes/s each)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     args = parser.parse_args(argv)
     seconds = 3.0 if args.smoke else args.seconds
     warmup = 1.0 if args.smoke else min(10.0, max(2.0, seconds / 6))
     chosen = [s for s in scenarios(args.smoke)
               if args.scenario is None or s.key in args.scenario]
+    for scenario in chosen:
+        if scenario.source == "opcua" and args.opcua_variables:
+            scenario.variables = args.opcua_variables
+            scenario.title = (f"OPC UA subscribe, {args.opcua_variables} variables changing "
+                              "every 100 ms, per-tag QoS 1")
     results: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                                           f"Python {platform.python_version()}",
                                "seconds_per_scenario": seconds, "smoke": args.smoke}
