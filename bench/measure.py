@@ -30,6 +30,7 @@ class Usage:
     cores: float
     rss_mib: float
     peak_rss_mib: float
+    rss_start_mib: float
 
 
 class ProcessSampler:
@@ -39,14 +40,17 @@ class ProcessSampler:
         self.pid = pid
         self._cpu0 = 0.0
         self._t0 = 0.0
+        self._rss0 = 0
 
     def start(self) -> None:
         self._cpu0, self._t0 = cpu_seconds(self.pid), time.monotonic()
+        self._rss0 = memory_kib(self.pid)[0]
 
     def stop(self) -> Usage:
         cores = (cpu_seconds(self.pid) - self._cpu0) / max(1e-9, time.monotonic() - self._t0)
         rss, peak = memory_kib(self.pid)
-        return Usage(round(cores, 3), round(rss / 1024, 1), round(peak / 1024, 1))
+        return Usage(round(cores, 3), round(rss / 1024, 1), round(peak / 1024, 1),
+                     round(self._rss0 / 1024, 1))
 
 
 def percentile(values: list[float], fraction: float) -> float:

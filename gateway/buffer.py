@@ -4,15 +4,23 @@ Readings are appended in batches; each sink reads forward from its own cursor an
 only after the far side acknowledged the batch, so a crash, an outage or a restart loses nothing
 that reached this file (at-least-once). Rows every sink has passed are trimmed. Past `max_size`
 the oldest rows are deleted and every sink that had not sent them counts them as dropped.
+
+The most recent appends are also kept in memory (up to `memory_rows`), so that sinks keeping up
+with the drivers read them without a query and without rebuilding `Reading`s from rows (profiled:
+that was about half of the gateway's CPU time at high rates). The file stays the truth: a sink
+behind the in-memory tail, and every sink after a restart, reads from SQLite.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +44,15 @@ CREATE TABLE IF NOT EXISTS cursors (
 """
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRIM_EVERY_ACKS = 20
+_MEMORY_ROWS = 20_000
 
 
 class DurableBuffer:
     """The only thing between drivers and sinks. Not thread-safe: use it from the event loop."""
 
     def __init__(self, path: str | Path, sinks: Iterable[str], max_size: int = 2**30,
-                 sync: str = "process", counters: Counters = COUNTERS) -> None:
+                 sync: str = "process", counters: Counters = COUNTERS,
+                 memory_rows: int = _MEMORY_ROWS) -> None:
         self.path = Path(path)
         self.max_size = max_size
         self.counters = counters
@@ -61,6 +71,10 @@ class DurableBuffer:
                              "SELECT ?, COALESCE(MAX(id), 0), COALESCE(MAX(id), 0) FROM readings",
                              (sink,))
         self._acks = 0
+        # The in-memory tail: the readings with row ids `_tail_first` ... in order, no gaps.
+        self._tail: deque[Reading] = deque()
+        self._tail_first = 0
+        self._memory_rows = memory_rows
         self.unconfirmed_at_start = self._count_unconfirmed()
 
     def close(self) -> None:
@@ -77,12 +91,35 @@ class DurableBuffer:
             self._db.executemany(
                 "INSERT INTO readings (device, tag, value, quality, ts_us, unit, error) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            # One writer, one transaction: the batch got consecutive ids ending here.
+            last_id = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
+        self._remember(last_id - len(rows) + 1, readings)
         self.counters.inc("gateway_buffer_appended_total", len(rows))
         while self.used_bytes() > self.max_size and self._drop_oldest():
             pass
 
+    def _remember(self, first_id: int, readings: Sequence[Reading]) -> None:
+        if not self._tail or first_id != self._tail_first + len(self._tail):
+            self._tail.clear()
+            self._tail_first = first_id
+        self._tail.extend(readings)
+        excess = len(self._tail) - self._memory_rows
+        if excess > 0:
+            self._forget(self._tail_first + excess - 1)
+
+    def _forget(self, up_to_id: int) -> None:
+        """Drop the in-memory readings with ids up to `up_to_id`."""
+        while self._tail and self._tail_first <= up_to_id:
+            self._tail.popleft()
+            self._tail_first += 1
+
     def read(self, sink: str, limit: int) -> tuple[int, list[Reading]]:
         """Up to `limit` readings after the sink's cursor, oldest first, and the last row id."""
+        cursor = self.cursor(sink)
+        if self._tail and self._tail_first <= cursor + 1 < self._tail_first + len(self._tail):
+            start = cursor + 1 - self._tail_first
+            batch = list(islice(self._tail, start, start + limit))
+            return cursor + len(batch), batch
         rows = self._db.execute(
             "SELECT id, device, tag, value, quality, ts_us, unit, error FROM readings "
             "WHERE id > (SELECT last_id FROM cursors WHERE sink = ?) ORDER BY id LIMIT ?",
@@ -105,6 +142,9 @@ class DurableBuffer:
         self._acks += 1
         if self._acks % _TRIM_EVERY_ACKS == 0:
             self._trim()
+        elif self._tail:  # the in-memory tail goes as soon as every sink passed it
+            lowest = self._db.execute("SELECT MIN(last_id) FROM cursors").fetchone()[0]
+            self._forget(int(lowest))
 
     def cursor(self, sink: str) -> int:
         row = self._db.execute("SELECT last_id FROM cursors WHERE sink = ?", (sink,)).fetchone()
@@ -148,6 +188,9 @@ class DurableBuffer:
     def _trim(self) -> None:
         """Delete the rows every sink has delivered."""
         self._db.execute("DELETE FROM readings WHERE id <= (SELECT MIN(last_id) FROM cursors)")
+        lowest = self._db.execute("SELECT MIN(last_id) FROM cursors").fetchone()[0]
+        if lowest is not None:
+            self._forget(int(lowest))
 
     def _drop_oldest(self) -> bool:
         """Free a tenth of the rows, oldest first, counting what each sink never sent.
@@ -171,6 +214,7 @@ class DurableBuffer:
             self._db.execute("DELETE FROM readings WHERE id <= ?", (cut,))
             self._db.execute("UPDATE cursors SET last_id = MAX(last_id, ?), "
                              "inflight_id = MAX(inflight_id, ?)", (cut, cut))
+        self._forget(cut)
         return True
 
 
@@ -180,8 +224,16 @@ def _micros(ts: datetime) -> int:
 
 
 def _to_row(r: Reading) -> tuple[object, ...]:
-    return (r.device, r.tag, json.dumps(r.value), r.quality.value, _micros(r.source_ts),
+    return (r.device, r.tag, _encode_value(r.value), r.quality.value, _micros(r.source_ts),
             r.unit, r.error)
+
+
+def _encode_value(value: object) -> str:
+    """JSON text of a value; numbers without the JSON encoder (the same text, 5x faster)."""
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):  # type: ignore[arg-type]
+        return repr(value)
+    return json.dumps(value)
 
 
 def _from_row(row: tuple[Any, ...]) -> Reading:

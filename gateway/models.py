@@ -40,6 +40,8 @@ class Reading(BaseModel):
     @field_validator("source_ts")
     @classmethod
     def _utc(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is UTC:  # what drivers make (utc_now): skip the conversion
+            return ts
         if ts.tzinfo is None:
             raise ValueError("source_ts must be timezone-aware")
         return ts.astimezone(UTC)

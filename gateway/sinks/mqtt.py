@@ -97,7 +97,11 @@ class MqttSink(Sink):
         client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
         # paho 2.2 silently loses QoS 1 messages past 65,535 queued: cap the queue well below.
         client.max_queued_messages_set(config.max_queued_messages)
-        client.max_inflight_messages_set(min(1000, config.max_queued_messages))
+        # No in-flight window in paho (0 = unlimited; the queue cap above and the batch bound what
+        # is outstanding): with a window, paho 2.2 rescans every outstanding message on each
+        # PUBACK (`_update_inflight`), which cut QoS 1 throughput to a third (measured here:
+        # 5,900 vs 17,700 msg/s).
+        client.max_inflight_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail

@@ -65,7 +65,21 @@ def test_every_value_type_and_field_round_trips(tmp_path: Path) -> None:
                 error="modbus exception 2"),
     ]
     buffer.append(original)
-    assert buffer.read("mqtt", 10)[1] == original
+    assert buffer.read("mqtt", 10)[1] == original  # from the in-memory tail
+    buffer.close()
+    assert DurableBuffer(tmp_path / "b.db", ["mqtt"]).read("mqtt", 10)[1] == original  # file
+
+
+def test_a_sink_behind_the_in_memory_tail_reads_the_file(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"], memory_rows=5)
+    for start in range(0, 20, 4):
+        buffer.append(readings(4, start))
+    delivered: list[object] = []
+    while batch := buffer.read("mqtt", 3)[1]:
+        delivered += values(batch)
+        buffer.ack("mqtt", buffer.read("mqtt", 3)[0])
+    assert delivered == list(range(20))
+    assert values(buffer.read("influxdb", 100)[1]) == list(range(20))
 
 
 def test_rows_acked_by_every_sink_are_trimmed(tmp_path: Path) -> None:

@@ -11,7 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
-from gateway.sinks.topics import device_cycles, encode_device_payload, encode_payload
+from gateway.sinks.topics import (
+    _encode_payload,
+    device_cycles,
+    encode_device_payload,
+    encode_payload,
+)
 
 pytestmark = pytest.mark.unit
 TS = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
@@ -143,3 +148,14 @@ def test_arrays_round_trip_through_the_payload(items: list[object]) -> None:
     reading = Reading(device="d", tag="t", value=items, source_ts=TS)
     assert json.loads(encode_payload(reading))["value"] == [
         None if isinstance(v, float) and math.isinf(v) else v for v in items]
+
+
+@given(st.one_of(st.integers(), st.floats(), st.booleans(), st.text(), st.none()),
+       st.sampled_from(list(Quality)), st.one_of(st.none(), st.text()),
+       st.one_of(st.none(), st.text()))
+def test_payloads_built_by_hand_equal_the_json_encoders(value: object, quality: Quality,
+                                                         unit: str | None,
+                                                         error: str | None) -> None:
+    reading = Reading(device="d", tag="t", value=value, quality=quality, source_ts=TS,
+                      unit=unit, error=error)
+    assert encode_payload(reading) == _encode_payload(reading)
