@@ -101,6 +101,10 @@ class Gateway:
         self._appended = 0
         self._group: asyncio.TaskGroup | None = None
         self._pollers: dict[str, asyncio.Task[None]] = {}
+        # Devices whose poller is inside driver.read(), and devices asked to stop: a stop lets
+        # a read in flight finish and buffers its answer (the PLC already served it).
+        self._reading: set[str] = set()
+        self._stopping: set[str] = set()
         deadbands = {(drv.name, tag): band for drv in self.drivers
                      for tag, band in drv.deadbands().items()}
         self._filter = DeadbandFilter(deadbands)
@@ -135,8 +139,7 @@ class Gateway:
             await stop.wait()
             log.info("stopping: polling ends, flushing sinks (up to %.1fs)",
                      self.config.gateway.shutdown_timeout)
-            for name in list(self._pollers):
-                await self._stop_device(name)
+            await asyncio.gather(*(self._stop_device(name) for name in list(self._pollers)))
             self._polling_done.set()
             for event in self._new_data.values():
                 event.set()
@@ -169,9 +172,22 @@ class Gateway:
 
     async def _stop_device(self, name: str) -> None:
         task = self._pollers.pop(name)
+        self._stopping.add(name)
+        try:
+            deadline = time.monotonic() + _READ_GRACE
+            while name in self._reading and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the poller buffers the answer, then returns
+            await self._cancel(name, task)
+        finally:
+            self._stopping.discard(name)
+
+    @staticmethod
+    async def _cancel(name: str, task: asyncio.Task[None]) -> None:
         # Cancel again until it ends: a driver library may swallow one cancellation (pymodbus
         # turns it into a failed request), which must not keep the device polling forever.
         for _ in range(100):
+            if task.done():
+                return
             task.cancel()
             done, _ = await asyncio.wait({task}, timeout=0.1)
             if done:
@@ -229,6 +245,7 @@ class Gateway:
                 await driver.connect()
                 log.info("%s: connected", driver.name)
                 await self._poll(driver, backoff)
+                return  # asked to stop
             except DeviceUnreachable as exc:
                 _raise_if_cancelling()
                 reason = str(exc)
@@ -253,8 +270,11 @@ class Gateway:
         next_at = time.monotonic()
         while True:
             started = time.monotonic()
-            readings = await driver.read()
-            _raise_if_cancelling()
+            self._reading.add(driver.name)
+            try:
+                readings = await driver.read()
+            finally:
+                self._reading.discard(driver.name)
             now = time.monotonic()
             self.read_seconds.labels(driver.name).observe(now - started)
             health = self.health[driver.name]
@@ -263,6 +283,9 @@ class Gateway:
             COUNTERS.inc("gateway_device_polls_total", device=driver.name)
             COUNTERS.inc("gateway_readings_total", len(readings), device=driver.name)
             self._publish(readings)
+            if driver.name in self._stopping:
+                return
+            _raise_if_cancelling()
             next_at += interval
             now = time.monotonic()
             if now > next_at:
@@ -339,6 +362,9 @@ class Gateway:
             new_data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(new_data.wait(), remaining)
+
+
+_READ_GRACE = 2.0  # seconds a stop waits for a read in flight before cancelling it
 
 
 def _raise_if_cancelling() -> None:

@@ -182,7 +182,9 @@ async def test_gateway_killed_while_the_broker_is_down_resumes_from_its_buffer(
     await asyncio.to_thread(collector.wait_subscribed)
     rig.start_gateway()
     values = await finish(rig, collector, killed_at + 20)
-    assert gaps(values) == [], rig.logs()
+    # Everything buffered survives the SIGKILL. The one poll the PLC may have answered in the
+    # instant of the kill never reached the buffer: only that number may be missing.
+    assert gaps(values) in ([], [killed_at]), rig.logs()
 
 
 async def test_plc_restart_turns_readings_bad_then_good_without_a_crash(
