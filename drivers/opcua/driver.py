@@ -8,6 +8,7 @@ chooses (the tag's index + 1): node ids cannot serve, since two tags may name on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,9 @@ from gateway.errors import DeviceUnreachable, DriverError
 from gateway.models import Quality, Reading, bad_reading
 
 log = logging.getLogger(__name__)
+
+NOTIFICATION_WAIT = 0.8
+"""Subscribe mode: the share of a poll interval that a read waits for notifications."""
 
 LIMIT_NODES = (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
                ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall)
@@ -46,6 +50,7 @@ class OpcUaDriver(Driver):
         self._buffer = NotificationBuffer(config.name, config.max_buffered)
         self._dead: str | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()  # notifications were buffered since the last drain
 
     def tag_names(self) -> list[str]:
         return [t.name for t in self.cfg.tags]
@@ -166,6 +171,7 @@ class OpcUaDriver(Driver):
                     if 0 <= index < len(tags):
                         tag = tags[index]
                         buffer.append(to_reading(self.name, tag.name, item.Value, tag.unit))
+                        self._arrived.set()
                 elif isinstance(event, StatusChangeEvent):
                     self._dead = f"subscription status {event.notification}"
         except Exception as exc:  # the next read() reports it and the session is rebuilt
@@ -182,10 +188,23 @@ class OpcUaDriver(Driver):
         if self._dead:
             raise DeviceUnreachable(self._dead, self.name)
         if self.cfg.mode == "subscribe":
+            if not self._buffer:
+                await self._next_notifications()
+            self._arrived.clear()
             return self._buffer.drain()
         results = await self._read(self._client, self._node_ids, self.limits.max_nodes_per_read)
         return [to_reading(self.name, t.name, dv, t.unit)
                 for t, dv in zip(self.cfg.tags, results, strict=True)]
+
+    async def _next_notifications(self) -> None:
+        """Wait for the subscription's next notification message, for most of a poll interval:
+        the read that would otherwise return nothing returns right after it, where a reading
+        would wait in the buffer until the next slot of the poll grid (up to a whole interval,
+        on top of the publishing interval). The rest of the interval is left to the grid, so
+        that waiting does not make the read overrun its slot."""
+        self._arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), self.cfg.poll_interval * NOTIFICATION_WAIT)
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
