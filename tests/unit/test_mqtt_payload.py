@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
 from gateway.sinks.topics import (
+    _encode_device_payload,
     _encode_payload,
     device_cycles,
     encode_device_payload,
@@ -159,3 +160,19 @@ def test_payloads_built_by_hand_equal_the_json_encoders(value: object, quality: 
     reading = Reading(device="d", tag="t", value=value, quality=quality, source_ts=TS,
                       unit=unit, error=error)
     assert encode_payload(reading) == _encode_payload(reading)
+
+
+@given(st.lists(st.builds(
+    lambda tag, value, quality, unit, error, ts: Reading(
+        device="d", tag=tag, value=value, quality=quality, unit=unit, error=error,
+        source_ts=ts),
+    tag=st.sampled_from(["t", "u", "ä\"\\", "x\ud800"]),
+    value=st.one_of(st.integers(), st.floats(), st.booleans(), st.text(max_size=4), st.none()),
+    quality=st.sampled_from([Quality.GOOD] * 5 + list(Quality)),
+    unit=st.one_of(st.none(), st.sampled_from(["degC", "µm", "a\"b", "\ud800"])),
+    error=st.one_of(st.none(), st.just("e")) | st.none(),
+    ts=st.sampled_from([TS, TS + timedelta(microseconds=1), TS - timedelta(days=1)])),
+    min_size=1, max_size=8))
+def test_device_payloads_built_by_hand_equal_the_json_encoders(
+        readings: list[Reading]) -> None:
+    assert encode_device_payload(readings) == _encode_device_payload(readings)
