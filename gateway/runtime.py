@@ -99,6 +99,7 @@ class Gateway:
         self._new_data: dict[str, asyncio.Event] = {}
         self._polling_done = asyncio.Event()
         self._appended = 0
+        self._unstored: list[Reading] = []  # published this loop pass, stored at its end
         self._group: asyncio.TaskGroup | None = None
         self._pollers: dict[str, asyncio.Task[None]] = {}
         deadbands = {(drv.name, tag): band for drv in self.drivers
@@ -123,6 +124,7 @@ class Gateway:
                 await self.status_server.close()
             for sink in self.sinks:
                 await sink.close()
+            self._store()
             self.buffer.close()
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
@@ -137,6 +139,7 @@ class Gateway:
                      self.config.gateway.shutdown_timeout)
             for name in list(self._pollers):
                 await self._stop_device(name)
+            self._store()
             self._polling_done.set()
             for event in self._new_data.values():
                 event.set()
@@ -282,8 +285,24 @@ class Gateway:
         if not readings:
             return
         self.tags.update(readings)
+        if not self._unstored:
+            asyncio.get_running_loop().call_soon(self._store)
+        self._unstored += readings
+
+    def _store(self) -> None:
+        """Append what the polls of one event loop pass produced, in one transaction: one
+        commit per pass rather than one per poll. Until then (the rest of that pass) the
+        readings are not buffered, as they were not while the poll's answer was decoded."""
+        readings, self._unstored = self._unstored, []
+        if not readings:
+            return
         assert self.buffer is not None
-        self.buffer.append(readings)
+        try:
+            self.buffer.append(readings)
+        except Exception:  # a full disk, say: said loudly, never a crash of the loop
+            COUNTERS.inc("gateway_buffer_lost_total", len(readings))
+            log.exception("buffer: %d readings could not be stored and are lost", len(readings))
+            return
         self._appended += len(readings)
         for event in self._new_data.values():
             event.set()
