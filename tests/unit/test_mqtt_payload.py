@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
 from gateway.sinks.topics import (
-    _encode_device_payload,
+    _dump,
     _encode_payload,
+    _json_value,
     device_cycles,
     encode_device_payload,
     encode_payload,
+    format_ts,
 )
 
 pytestmark = pytest.mark.unit
@@ -173,6 +175,21 @@ def test_payloads_built_by_hand_equal_the_json_encoders(value: object, quality: 
     error=st.one_of(st.none(), st.just("e")) | st.none(),
     ts=st.sampled_from([TS, TS + timedelta(microseconds=1), TS - timedelta(days=1)])),
     min_size=1, max_size=8))
-def test_device_payloads_built_by_hand_equal_the_json_encoders(
+def test_device_payloads_equal_the_plain_encoding_of_every_reading(
         readings: list[Reading]) -> None:
-    assert encode_device_payload(readings) == _encode_device_payload(readings)
+    values: dict[str, object] = {}
+    units: dict[str, str] = {}
+    flagged: dict[str, dict[str, str]] = {}
+    for reading in readings:
+        value, quality, error = _json_value(reading)
+        values[reading.tag] = value
+        if reading.unit is not None:
+            units[reading.tag] = reading.unit
+        if quality != Quality.GOOD:
+            flagged.setdefault(quality.value, {})[reading.tag] = error or quality.value
+    payload: dict[str, object] = {"ts": format_ts(max(readings, key=lambda r: r.source_ts)),
+                                  "values": values}
+    if units:
+        payload["units"] = units
+    payload.update(flagged)
+    assert encode_device_payload(readings) == _dump(payload)
