@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -194,6 +195,15 @@ async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False
         task.add_done_callback(reloads.discard)
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    # The cyclic GC took a fifth of the gateway's CPU at 40,000 readings/s (measured with
+    # gc.callbacks). The config, the read plans and the libraries (about 110,000 objects with
+    # 10,000 tags) live as long as the process: frozen, full collections no longer walk them.
+    # A reading lives from its poll to its last sink's ack (0.1-0.3 s): at the default young
+    # threshold (700 net new objects) nearly every one was walked on its way to the old
+    # generation; at 50,000 they are freed by reference counting first. Cyclic garbage waits
+    # for at most 50,000 net new objects.
+    gc.freeze()
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
     if not live:
         await gateway.run(stop)
     else:

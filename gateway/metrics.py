@@ -44,6 +44,7 @@ COUNTER_HELP = {
     "gateway_poll_overruns_total": "Poll slots skipped: a read took longer than the interval",
     "gateway_buffer_appended_total": "Readings written to the durable buffer",
     "gateway_buffer_dropped_total": "Readings dropped unsent because the buffer reached max_size",
+    "gateway_buffer_lost_total": "Readings the buffer failed to store (a disk error), logged",
     "gateway_sink_sent_total": "Readings delivered and acknowledged per sink",
     "gateway_sink_failures_total": "Failed deliveries per sink",
     "gateway_sink_retries_total": "Batches retried per sink",

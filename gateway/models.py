@@ -51,6 +51,34 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_SCALAR_TYPES = frozenset({bool, int, float, str})
+_GOOD_FIELDS = frozenset({"device", "tag", "value", "source_ts", "unit"})
+_new = object.__new__
+_set = object.__setattr__
+
+
+def good_reading(device: str, tag: str, value: Value, source_ts: datetime,
+                 unit: str | None = None) -> Reading:
+    """The same as `Reading(device=device, tag=tag, value=value, source_ts=source_ts,
+    unit=unit)`, built without validation when validation would change nothing: the names are
+    `str`, the value an exact bool, int, float or str, the timestamp a `datetime` in UTC (what
+    drivers make). Anything else is validated. Validation was a third of the Modbus driver's
+    time per reading (profiled) and this costs about half of it; a property test holds the two
+    equal."""
+    if (type(value) not in _SCALAR_TYPES or type(source_ts) is not datetime
+            or source_ts.tzinfo is not UTC or type(device) is not str or type(tag) is not str
+            or (unit is not None and type(unit) is not str)):
+        return Reading(device=device, tag=tag, value=value, source_ts=source_ts, unit=unit)
+    reading = _new(Reading)
+    _set(reading, "__dict__", {"device": device, "tag": tag, "value": value,
+                               "quality": Quality.GOOD, "source_ts": source_ts, "unit": unit,
+                               "error": None})
+    _set(reading, "__pydantic_fields_set__", set(_GOOD_FIELDS))
+    _set(reading, "__pydantic_extra__", None)
+    _set(reading, "__pydantic_private__", None)
+    return reading
+
+
 def bad_reading(device: str, tag: str, error: str, unit: str | None = None,
                 ts: datetime | None = None) -> Reading:
     """A reading that says a tag could not be read, and why."""

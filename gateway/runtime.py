@@ -99,6 +99,7 @@ class Gateway:
         self._new_data: dict[str, asyncio.Event] = {}
         self._polling_done = asyncio.Event()
         self._appended = 0
+        self._unstored: list[Reading] = []  # published this loop pass, stored at its end
         self._group: asyncio.TaskGroup | None = None
         self._pollers: dict[str, asyncio.Task[None]] = {}
         # Devices whose poller is inside driver.read(), and devices asked to stop: a stop lets
@@ -127,6 +128,7 @@ class Gateway:
                 await self.status_server.close()
             for sink in self.sinks:
                 await sink.close()
+            self._store()
             self.buffer.close()
 
     async def _run_tasks(self, stop: asyncio.Event) -> None:
@@ -140,6 +142,7 @@ class Gateway:
             log.info("stopping: polling ends, flushing sinks (up to %.1fs)",
                      self.config.gateway.shutdown_timeout)
             await asyncio.gather(*(self._stop_device(name) for name in list(self._pollers)))
+            self._store()
             self._polling_done.set()
             for event in self._new_data.values():
                 event.set()
@@ -305,8 +308,24 @@ class Gateway:
         if not readings:
             return
         self.tags.update(readings)
+        if not self._unstored:
+            asyncio.get_running_loop().call_soon(self._store)
+        self._unstored += readings
+
+    def _store(self) -> None:
+        """Append what the polls of one event loop pass produced, in one transaction: one
+        commit per pass rather than one per poll. Until then (the rest of that pass) the
+        readings are not buffered, as they were not while the poll's answer was decoded."""
+        readings, self._unstored = self._unstored, []
+        if not readings:
+            return
         assert self.buffer is not None
-        self.buffer.append(readings)
+        try:
+            self.buffer.append(readings)
+        except Exception:  # a full disk, say: said loudly, never a crash of the loop
+            COUNTERS.inc("gateway_buffer_lost_total", len(readings))
+            log.exception("buffer: %d readings could not be stored and are lost", len(readings))
+            return
         self._appended += len(readings)
         for event in self._new_data.values():
             event.set()

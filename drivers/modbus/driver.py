@@ -16,7 +16,7 @@ from drivers.modbus.config import ModbusDeviceConfig, ModbusTag
 from drivers.modbus.planner import BIT_TABLES, ReadPlan, ReadRequest, TagSpan, plan_reads
 from gateway.errors import DecodeError, DeviceUnreachable
 from gateway.metrics import COUNTERS
-from gateway.models import Reading, bad_reading, utc_now
+from gateway.models import Reading, bad_reading, good_reading, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,11 @@ class ModbusDriver(Driver):
             (TagSpan(t.name, t.table, t.address, t.size) for t in config.tags),
             max_gap=config.max_gap, max_registers=config.max_registers_per_read,
             max_bits=config.max_bits_per_read)
+        # Per request, what each of its tags is: (tag, offset in the answer, sign bit of a
+        # 16-bit integer read as it is, or None for a tag that goes through the codec).
+        self._layout = {request: [(self.tags[span.name], span.address - request.start,
+                                   _plain_sign(self.tags[span.name])) for span in request.tags]
+                        for request in self.plan.requests}
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._link = _Link()
 
@@ -146,8 +151,23 @@ class ModbusDriver(Driver):
             got = 0 if values is None else len(values)
             reason = f"malformed answer: {got} of {request.count} values"
             return self._all_bad(request, reason, "malformed", arrived)
-        return [self._reading(self.tags[span.name], values, request.start, arrived)
-                for span in request.tags]
+        return self.decode(request, values, arrived)
+
+    def decode(self, request: ReadRequest, values: Sequence[Any], arrived: Any) -> list[Reading]:
+        """The readings of one good answer to `request`."""
+        readings: list[Reading] = []
+        device = self.name
+        for tag, offset, sign in self._layout[request]:
+            if sign is not None:
+                # A 16-bit integer as it is (most tags): what decode_registers, apply_scale and
+                # _reading make of it, without their calls (profiled: a third of a reading).
+                word = values[offset]
+                if 0 <= word <= 0xFFFF:
+                    readings.append(good_reading(device, tag.name, word - 0x10000 if word & sign
+                                                 else word, arrived, tag.unit))
+                    continue
+            readings.append(self._reading(tag, values, request.start, arrived))
+        return readings
 
     def _reading(self, tag: ModbusTag, values: Sequence[Any], start: int,
                  arrived: Any) -> Reading:
@@ -165,8 +185,7 @@ class ModbusDriver(Driver):
         except DecodeError as exc:
             COUNTERS.inc("gateway_device_errors_total", device=self.name, kind="decode")
             return bad_reading(self.name, tag.name, str(exc), tag.unit, arrived)
-        return Reading(device=self.name, tag=tag.name, value=value, source_ts=arrived,
-                       unit=tag.unit)
+        return good_reading(self.name, tag.name, value, arrived, tag.unit)
 
     def _all_bad(self, request: ReadRequest, reason: str, kind: str,
                  arrived: Any) -> list[Reading]:
@@ -175,3 +194,12 @@ class ModbusDriver(Driver):
         names = dict.fromkeys(span.name for span in request.tags)
         return [bad_reading(self.name, name, reason, self.tags[name].unit, arrived)
                 for name in names]
+
+
+def _plain_sign(tag: ModbusTag) -> int | None:
+    """0x8000 for an int16, 0 for a uint16 read as it is (big byte order, no bit, no scaling),
+    None for every other tag."""
+    if (tag.table in BIT_TABLES or tag.type not in ("int16", "uint16") or tag.bit is not None
+            or tag.byte_order != "big" or tag.scale != 1 or tag.offset != 0):
+        return None
+    return 0x8000 if tag.type == "int16" else 0

@@ -158,9 +158,37 @@ def fallback_context(device: str, contexts: Mapping[str, DeviceContext]) -> Devi
 
 
 def to_lines(readings: Iterable[Reading], contexts: Mapping[str, DeviceContext]) -> LineBatch:
+    """`to_line` of every reading, and what did not become a line. A number (the common case)
+    is written here, with the series prefix looked up once per run of a device's readings and
+    the timestamp converted once per instant: the same line as `to_line` (a property test holds
+    them equal) at less than half the cost (measured)."""
     batch = LineBatch()
+    device: str | None = None
+    ctx: DeviceContext | None = None
+    prefix: str | None = None
+    last_ts: datetime | None = None
+    ns = 0
     for reading in readings:
-        ctx = contexts.get(reading.device) or fallback_context(reading.device, contexts)
+        if reading.device != device:
+            device = reading.device
+            ctx = contexts.get(device) or fallback_context(device, contexts)
+            prefix = series_prefix(ctx)
+        value = reading.value
+        if prefix is not None and reading.quality is not Quality.BAD and reading.tag:
+            text: str | None = None
+            if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+                text = f"{value}i"
+            elif type(value) is float and math.isfinite(value):
+                text = repr(value)
+            elif type(value) is bool:
+                text = "true" if value else "false"
+            if text is not None:
+                if reading.source_ts is not last_ts:
+                    last_ts = reading.source_ts
+                    ns = timestamp_ns(last_ts)
+                batch.lines.append(f"{prefix} {escape_field_key(reading.tag)}={text} {ns}")
+                continue
+        assert ctx is not None
         line = to_line(reading, ctx)
         if line is not None:
             batch.lines.append(line)

@@ -70,6 +70,20 @@ def test_every_value_type_and_field_round_trips(tmp_path: Path) -> None:
     assert DurableBuffer(tmp_path / "b.db", ["mqtt"]).read("mqtt", 10)[1] == original  # file
 
 
+@pytest.mark.parametrize("count", [1, 49, 50, 51, 123, 250])
+def test_batches_of_any_size_keep_their_order_and_ids_in_the_file(tmp_path: Path,
+                                                                   count: int) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    buffer.append(readings(3))
+    buffer.append(readings(count, 3))
+    assert buffer.read("mqtt", 1000)[0] == count + 3
+    buffer.close()
+    reopened = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    last_id, batch = reopened.read("mqtt", 1000)
+    assert last_id == count + 3
+    assert batch == readings(count + 3)
+
+
 def test_a_sink_behind_the_in_memory_tail_reads_the_file(tmp_path: Path) -> None:
     buffer = DurableBuffer(tmp_path / "b.db", ["mqtt", "influxdb"], memory_rows=5)
     for start in range(0, 20, 4):

@@ -250,3 +250,29 @@ def test_string_values_round_trip_exactly_without_newlines(value: str) -> None:
     value = value.replace("\n", "").replace("\r", "")
     _, _, fields, _ = parse_line(to_line(reading(value), PRESS) or "")
     assert fields == {"t": value}
+
+
+any_values = st.one_of(values, st.integers(), st.floats(), st.none(),
+                       st.tuples(st.integers()))
+batch_readings = st.builds(
+    lambda device, tag, value, ts, quality: Reading(device=device, tag=tag, value=value,
+                                                    quality=quality, source_ts=ts),
+    device=st.sampled_from(["press-01", "gone", "#comment", "a b,c"]),
+    tag=st.sampled_from(["", "t", "x y", "k=\\"]), value=any_values,
+    ts=st.sampled_from([TS, TS + timedelta(microseconds=1)]) | instants,
+    quality=st.sampled_from(list(Quality)))
+
+
+@given(readings=st.lists(batch_readings, max_size=20))
+def test_to_lines_writes_what_to_line_writes_and_counts_the_rest(
+        readings: list[Reading]) -> None:
+    contexts = {"press-01": PRESS, "#comment": DeviceContext("edge-01", "jeonju", "", "", "#c"),
+                "a b,c": DeviceContext("edge-01", "", "x", "", "a b,c")}
+    batch = to_lines(readings, contexts)
+    ctx = [contexts.get(r.device) or DeviceContext("edge-01", "jeonju", "", "", r.device)
+           for r in readings]
+    expected = [to_line(r, c) for r, c in zip(readings, ctx, strict=True)]
+    assert batch.lines == [line for line in expected if line is not None]
+    unwritten = sum(line is None for line in expected)
+    assert (batch.no_value + batch.not_finite + batch.invalid_name + len(batch.arrays)
+            == unwritten)

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
 from gateway.sinks.topics import (
+    _dump,
     _encode_payload,
+    _json_value,
     device_cycles,
     encode_device_payload,
     encode_payload,
+    format_ts,
 )
 
 pytestmark = pytest.mark.unit
@@ -159,3 +162,34 @@ def test_payloads_built_by_hand_equal_the_json_encoders(value: object, quality: 
     reading = Reading(device="d", tag="t", value=value, quality=quality, source_ts=TS,
                       unit=unit, error=error)
     assert encode_payload(reading) == _encode_payload(reading)
+
+
+@given(st.lists(st.builds(
+    lambda tag, value, quality, unit, error, ts: Reading(
+        device="d", tag=tag, value=value, quality=quality, unit=unit, error=error,
+        source_ts=ts),
+    tag=st.sampled_from(["t", "u", "ä\"\\", "x\ud800"]),
+    value=st.one_of(st.integers(), st.floats(), st.booleans(), st.text(max_size=4), st.none()),
+    quality=st.sampled_from([Quality.GOOD] * 5 + list(Quality)),
+    unit=st.one_of(st.none(), st.sampled_from(["degC", "µm", "a\"b", "\ud800"])),
+    error=st.one_of(st.none(), st.just("e")) | st.none(),
+    ts=st.sampled_from([TS, TS + timedelta(microseconds=1), TS - timedelta(days=1)])),
+    min_size=1, max_size=8))
+def test_device_payloads_equal_the_plain_encoding_of_every_reading(
+        readings: list[Reading]) -> None:
+    values: dict[str, object] = {}
+    units: dict[str, str] = {}
+    flagged: dict[str, dict[str, str]] = {}
+    for reading in readings:
+        value, quality, error = _json_value(reading)
+        values[reading.tag] = value
+        if reading.unit is not None:
+            units[reading.tag] = reading.unit
+        if quality != Quality.GOOD:
+            flagged.setdefault(quality.value, {})[reading.tag] = error or quality.value
+    payload: dict[str, object] = {"ts": format_ts(max(readings, key=lambda r: r.source_ts)),
+                                  "values": values}
+    if units:
+        payload["units"] = units
+    payload.update(flagged)
+    assert encode_device_payload(readings) == _dump(payload)
