@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from gateway.kpi.config import OeeConfig
 from gateway.models import Reading
 from gateway.strict import StrictModel
 from gateway.units import Duration
@@ -27,9 +28,17 @@ class DeviceConfig(StrictModel):
     line: str = Field("", description="ISA-95 line (topic level, InfluxDB tag)")
     poll_interval: Duration = Field(1.0, gt=0, description="Poll period, e.g. 250ms, 1s")
     enabled: bool = Field(True, description="A disabled device is validated but not polled")
+    oee: OeeConfig | None = Field(
+        None, description="Edge KPIs of this machine: which tags say running, parts and "
+        "rejects (see docs/oee.md)")
     reconnect_max_backoff: Duration = Field(
         30.0, gt=0, description="Cap of the reconnect backoff (it starts at 0.5 s and doubles, "
         "with jitter)")
+
+    def tag_types(self) -> dict[str, str]:
+        """Tag name -> its declared data type (bool, uint16, ...; "" where the driver learns it
+        only when reading). Empty when the driver declares no tags this way."""
+        return {}
 
 
 class Driver(ABC):

@@ -15,6 +15,7 @@ from gateway.buffer import DurableBuffer
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import SinkDelivery
 from gateway.errors import ConfigError
+from gateway.kpi.stage import KpiStage
 from gateway.pipeline import Pipeline
 from gateway.sinks import DeviceContext, Sink, SinkEnvironment
 from gateway.sinks.registry import load_sink
@@ -71,7 +72,9 @@ class Gateway:
             for delivery in deliveries:
                 delivery.new_data.set()
 
-        pipeline = Pipeline(buffer, self.state.tags, _deadbands(self._drivers), wake_sinks)
+        kpi = self.state.kpi = self._kpi_stage()
+        pipeline = Pipeline(buffer, self.state.tags, _deadbands(self._drivers), wake_sinks,
+                            [kpi.observe] if kpi is not None else [])
         deliveries += [SinkDelivery(s, buffer, lambda: pipeline.appended, polling_done)
                        for s in sinks]
         self.devices = DeviceSupervisor(self.state, pipeline.publish)
@@ -80,7 +83,7 @@ class Gateway:
             for sink in sinks:
                 await sink.start()
             await self._start_status_server()
-            await self._run_tasks(stop, deliveries, polling_done)
+            await self._run_tasks(stop, deliveries, polling_done, kpi)
         finally:
             if self.status_server is not None:
                 await self.status_server.close()
@@ -88,6 +91,12 @@ class Gateway:
                 await sink.close()
             pipeline.store()
             buffer.close()
+
+    def _kpi_stage(self) -> KpiStage | None:
+        """Edge KPIs, when a device has an `oee:` block; their state lives in the buffer's file."""
+        if not any(d.config.oee is not None for d in self._drivers):
+            return None
+        return KpiStage(self.config.gateway, self._drivers, self.config.gateway.buffer.path)
 
     async def _start_status_server(self) -> None:
         self.status_server = None
@@ -97,16 +106,22 @@ class Gateway:
             await self.status_server.start()
 
     async def _run_tasks(self, stop: asyncio.Event, deliveries: list[SinkDelivery],
-                         polling_done: asyncio.Event) -> None:
+                         polling_done: asyncio.Event, kpi: KpiStage | None) -> None:
         assert self.devices is not None
+        kpi_stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             self.devices.start_all(group, self._drivers)
+            kpi_task = (group.create_task(kpi.run(self._pipeline.publish, kpi_stop), name="kpi")
+                        if kpi is not None else None)
             senders = [group.create_task(d.run(), name=f"sink:{d.sink.name}")
                        for d in deliveries]
             await stop.wait()
             timeout = self.config.gateway.shutdown_timeout
             log.info("stopping: polling ends, flushing sinks (up to %.1fs)", timeout)
             await self.devices.stop_all()
+            kpi_stop.set()
+            if kpi_task is not None:
+                await kpi_task
             self._pipeline.store()
             polling_done.set()
             for delivery in deliveries:
@@ -167,6 +182,8 @@ class Gateway:
         self._pipeline.set_deadbands(_deadbands([*devices.drivers.values(), *started]))
         for driver in started:
             devices.start(driver)
+        if self.state.kpi is not None:
+            self.state.kpi.replace_drivers(devices.drivers.values())
         log.info("reload: added %s, removed %s, changed %s", changes["added"] or "none",
                  changes["removed"] or "none", changes["changed"] or "none")
         return changes

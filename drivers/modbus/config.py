@@ -109,6 +109,9 @@ class ModbusDeviceConfig(DeviceConfig):
                                    description="Coils/discrete inputs per read")
     tags: list[ModbusTag] = Field(min_length=1, description="The values to read; names unique")
 
+    def tag_types(self) -> dict[str, str]:
+        return {tag.name: tag.type for tag in self.tags}
+
     @field_validator("tags")
     @classmethod
     def _tags_fit(cls, tags: list[ModbusTag], info: ValidationInfo) -> list[ModbusTag]:
