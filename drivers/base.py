@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.errors import WriteRefused
 from gateway.models import Reading
 from gateway.units import Duration
 
@@ -67,6 +68,16 @@ class Driver(ABC):
     @abstractmethod
     async def read(self) -> list[Reading]:
         """Read every tag once."""
+
+    def writable_tags(self) -> set[str]:
+        """The tags `write` accepts (their config says `writable: true`)."""
+        return set()
+
+    async def write(self, tag: str, value: object) -> object:
+        """Write `value` to `tag` and return the value read back from the device. Raises
+        `WriteRefused` (nothing written), or `DriverError` (the device is down or its answer
+        leaves it unclear)."""
+        raise WriteRefused("this driver does not support writes")
 
     @abstractmethod
     async def close(self) -> None:
