@@ -22,6 +22,7 @@ class HostileModbusServer:
         self.coils = [False] * 256
         self.port = 0
         self.requests = 0
+        self.functions: list[int] = []  # the function code of every request, in order
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -45,6 +46,7 @@ class HostileModbusServer:
                 tid, _pid, length, unit = struct.unpack(">HHHB", header)
                 pdu = await reader.readexactly(length - 1)
                 self.requests += 1
+                self.functions.append(pdu[0])
                 writer.write(self.answer(tid, unit, pdu))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

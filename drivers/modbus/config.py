@@ -97,7 +97,8 @@ class ModbusTag(_Strict):
     def _writable_table(cls, value: bool, info: ValidationInfo) -> bool:
         table = info.data.get("table")
         if value and table in ("input", "discrete"):
-            raise ValueError(f"a {table} cannot be written: writable needs table holding or coil")
+            what = "an input register" if table == "input" else "a discrete input"
+            raise ValueError(f"{what} cannot be written: writable needs table holding or coil")
         if value and info.data.get("scale") == 0:
             raise ValueError("a tag with scale 0 cannot be written (nothing to reverse)")
         return value
