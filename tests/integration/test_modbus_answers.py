@@ -46,7 +46,7 @@ async def server() -> AsyncIterator[HostileModbusServer]:
 def driver_for(server: HostileModbusServer, **tag: object) -> ModbusDriver:
     return ModbusDriver(ModbusDeviceConfig.model_validate({
         "name": DEVICE, "driver": "modbus",
-        "connection": {"host": "127.0.0.1", "port": server.port, "timeout": "500ms"},
+        "connection": {"host": "127.0.0.1", "port": server.port, "timeout": "2s"},
         "tags": [{"name": "temperature", "table": "holding", "address": 0, "type": "float32"},
                  {"name": "count", "table": "holding", "address": 2, "type": "uint16", **tag}]}))
 
