@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from gateway.errors import WriteRefused
 from gateway.kpi.config import OeeConfig
 from gateway.models import Reading
 from gateway.strict import StrictModel
@@ -94,6 +95,16 @@ class Driver(ABC):
         """A push driver: call `publish` with readings as they arrive; return only when asked to
         stop (cancelled); raise `DeviceUnreachable` when the connection fails."""
         raise NotImplementedError(f"{type(self).__name__} does not push")
+
+    def writable_tags(self) -> set[str]:
+        """The tags `write` accepts (their config says `writable: true`)."""
+        return set()
+
+    async def write(self, tag: str, value: object) -> object:
+        """Write `value` to `tag` and return the value read back from the device. Raises
+        `WriteRefused` (nothing written), or `DriverError` (the device is down or its answer
+        leaves it unclear)."""
+        raise WriteRefused("this driver does not support writes")
 
     @abstractmethod
     async def close(self) -> None:

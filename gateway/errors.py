@@ -54,6 +54,11 @@ class DecodeError(DriverError):
     """Registers or a protocol answer could not be turned into a value."""
 
 
+class WriteRefused(GatewayError):
+    """A write was refused, by the gateway (not writable, wrong type, outside min/max, does not
+    fit the type) or by the device (an exception answer); nothing was written."""
+
+
 class SinkError(GatewayError):
     """A sink could not deliver a batch; it is retried from the buffer."""
 
