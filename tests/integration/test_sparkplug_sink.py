@@ -337,6 +337,11 @@ async def test_primary_host_offline_buffers_then_births_backlog_then_live(
         await until(host, lambda h: bool(h.of_kind("NDEATH")), "NDEATH when the host is gone")
         with pytest.raises(SinkError):
             await sink.send([counter(200)])
+        # It connected anew (a new bdSeq) and waits for the host: back online, births again.
+        await until(host, lambda h: sink.bdseq == 1, "a new connection")
+        host.publish_state(host_id, online=True)
+        await until(host, lambda h: len(h.of_kind("NBIRTH")) == 2, "births for the host")
+        assert bdseq_of(host.of_kind("NBIRTH")[1].payload) == 1
     kinds = host.kinds()
     assert kinds[:2] == ["NBIRTH", "DBIRTH:cnc-07"]  # births first
     points = host.data_points("cnc-07")
