@@ -36,6 +36,11 @@ class DeviceConfig(StrictModel):
         30.0, gt=0, description="Cap of the reconnect backoff (it starts at 0.5 s and doubles, "
         "with jitter)")
 
+    def value_types(self) -> dict[str, str]:
+        """Tag name -> the type of its published value (a scaled integer publishes float64),
+        where the config says it; sinks with typed schemas (Sparkplug) use it."""
+        return {}
+
     def tag_types(self) -> dict[str, str]:
         """Tag name -> its declared data type (bool, uint16, ...; "" where the driver learns it
         only when reading). Empty when the driver declares no tags this way."""

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def device_contexts(config: GatewayConfig) -> dict[str, DeviceContext]:
     return {d.name: DeviceContext(gateway=config.gateway.id, site=config.gateway.site,
-                                  area=d.area, line=d.line, device=d.name)
+                                  area=d.area, line=d.line, device=d.name,
+                                  value_types=d.value_types())
             for d in config.devices}
 
 
@@ -36,7 +37,7 @@ def build_sinks(config: GatewayConfig) -> list[Sink]:
     """The sinks the config names, each built by the class registered for its type."""
     environment = SinkEnvironment(config.gateway.id, config.gateway.site,
                                   device_contexts(config),
-                                  Path(config.gateway.buffer.path).parent)
+                                  Path(config.gateway.buffer.path))
     return [load_sink(settings.type or name).from_settings(name, settings, environment)
             for name, settings in config.sinks.items()]
 

@@ -159,6 +159,10 @@ class ModbusDeviceConfig(DeviceConfig):
     def tag_types(self) -> dict[str, str]:
         return {tag.name: tag.type for tag in self.tags}
 
+    def value_types(self) -> dict[str, str]:
+        return {tag.name: "float64" if tag.type not in ("bool", "string") and
+                (tag.scale != 1 or tag.offset != 0) else tag.type for tag in self.tags}
+
     @field_validator("tags")
     @classmethod
     def _tags_fit(cls, tags: list[ModbusTag], info: ValidationInfo) -> list[ModbusTag]:

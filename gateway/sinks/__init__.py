@@ -56,8 +56,8 @@ class SinkEnvironment:
     gateway_id: str
     site: str
     contexts: Mapping[str, DeviceContext]
-    data_dir: Path = Path("./data")
-    """Where a sink may keep small state files of its own (beside the buffer)."""
+    buffer_path: Path = Path("./data/buffer.db")
+    """The buffer's file: a sink may keep small state files of its own beside it."""
 
 
 class Sink(ABC):
