@@ -42,6 +42,8 @@ def salvage_file(path: Path) -> Salvage:
     result = Salvage()
     with suppress(sqlite3.Error):
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            # Without it a file shorter than its header says (truncated) is refused whole.
+            db.execute("PRAGMA writable_schema = ON")
             result.cursors = _read_cursors(db)
             result.sequence = _read_sequence(db)
             _scan_rows(db, result)

@@ -211,10 +211,10 @@ class DurableBuffer:
             if cursor >= self._tail.saved_up_to:
                 return self._read_memory(cursor, limit)
             last_id, readings = self._read_file(cursor, limit)
-            if readings:
-                return last_id, readings
             if last_id is None:  # the file cannot be read now: again at the next call
                 return cursor, []
+            if readings:
+                return last_id, readings
             if last_id <= cursor:  # the file has nothing after the cursor
                 return self._read_memory(cursor, limit)
             self._skip(sink, last_id)  # only damaged rows there: past them, and read on
