@@ -468,7 +468,7 @@ class DurableBuffer:
             self.counters.inc("gateway_buffer_degraded_total")
             self.gauges.set("gateway_buffer_degraded", 1)
             log.warning("buffer: cannot write %s (%s): polling and delivery go on from memory "
-                        "(up to %d readings); writing resumes when it works again",
+                        "(up to %d readings) and the writes are retried",
                         self.path, reason, self._memory_limit)
         self._reason = reason
 
