@@ -65,3 +65,12 @@ class SinkError(GatewayError):
     def __init__(self, message: str, sink: str = "") -> None:
         self.sink = sink
         super().__init__(message)
+
+
+class BufferError(GatewayError):  # shadows the builtin on purpose: gateway.errors.BufferError
+    """The durable buffer's file cannot be used at all (a directory at its path, a read-only
+    place): the message says what to do. A damaged file is not one: it is moved aside."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
