@@ -12,6 +12,7 @@ from typing import Any
 
 from drivers.base import Driver
 from gateway.buffer import DurableBuffer
+from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import SinkDelivery
 from gateway.errors import ConfigError
@@ -80,8 +81,11 @@ class Gateway:
                        for s in sinks]
         self.devices = DeviceSupervisor(self.state, pipeline.publish)
         self._pipeline = pipeline
+        router = CommandRouter(self.devices.device, self.devices.is_up)
         try:
             for sink in sinks:
+                if sink.wants_commands:
+                    sink.commands = router
                 await sink.start()
             await self._start_status_server()
             await self._run_tasks(stop, deliveries, polling_done, kpi)

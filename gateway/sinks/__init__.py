@@ -7,11 +7,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
 from gateway.models import Reading
+
+if TYPE_CHECKING:
+    from gateway.commands import CommandRouter
 from gateway.strict import StrictModel
 
 
@@ -78,6 +81,16 @@ class Sink(ABC):
         self.contexts = contexts
         if name:
             self.name = name
+
+    commands: CommandRouter | None = None
+    """Set by the runtime before `start()` when `wants_commands`: where the sink sends the
+    commands it receives (`await self.commands.execute(Command(...))`)."""
+
+    @property
+    def wants_commands(self) -> bool:
+        """Whether this sink forwards commands to the devices (its config says `commands:
+        true`); off unless a sink says so."""
+        return False
 
     @classmethod
     def from_settings(cls, name: str, settings: SinkSettings,
