@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def device_contexts(config: GatewayConfig) -> dict[str, DeviceContext]:
     return {d.name: DeviceContext(gateway=config.gateway.id, site=config.gateway.site,
                                   area=d.area, line=d.line, device=d.name,
-                                  value_types=d.value_types())
+                                  value_types=d.value_types(),
+                                  enums={t.name: t.enum for t in d.declared_tags() if t.enum})
             for d in config.devices}
 
 

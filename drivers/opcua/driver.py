@@ -49,15 +49,6 @@ class OpcUaDriver(Driver):
         self._consumer: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()  # notifications were buffered since the last drain
 
-    def tag_names(self) -> list[str]:
-        return [t.name for t in self.cfg.tags]
-
-    def tag_units(self) -> dict[str, str | None]:
-        return {t.name: t.unit for t in self.cfg.tags}
-
-    def deadbands(self) -> dict[str, float]:
-        return {t.name: t.deadband for t in self.cfg.tags if t.deadband is not None}
-
     def describe_plan(self) -> str:
         return (f"{self.name}: {len(self.cfg.tags)} node(s) from "
                 f"{self.cfg.connection.endpoint} by {self.cfg.mode}")

@@ -48,6 +48,10 @@ class MqttSink(Sink):
     ack_timeout = 10.0
     """Seconds a batch may wait for its acknowledgements, plus 1 ms per message."""
 
+    def _enum_of(self, reading: Reading) -> Mapping[int, str] | None:
+        context = self.contexts.get(reading.device)
+        return context.enums.get(reading.tag) if context is not None and context.enums else None
+
     @classmethod
     def from_settings(cls, name: str, settings: SinkSettings,
                       environment: SinkEnvironment) -> MqttSink:
@@ -196,7 +200,7 @@ class MqttSink(Sink):
         dropped = 0
         for n, reading in enumerate(readings, 1):
             topic = topics.get((reading.device, reading.tag)) or self._topic(reading)
-            payload = encode_payload(reading)
+            payload = encode_payload(reading, self._enum_of(reading))
             try:
                 info = publish(topic, payload, qos, retain)
             except ValueError:  # over MQTT's size limits: the slow path logs and counts it
