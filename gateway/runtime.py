@@ -19,11 +19,11 @@ from gateway.backoff import Backoff
 from gateway.buffer import DurableBuffer
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError, DeviceUnreachable, SinkError
+from gateway.http_server import StatusServer
 from gateway.metrics import COUNTERS
 from gateway.models import Reading, bad_reading
 from gateway.pipeline import DeadbandFilter
 from gateway.sinks import DeviceContext, Sink
-from gateway.status import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ class Gateway:
             for sink in self.sinks:
                 await sink.start()
             if self.config.gateway.http.enabled:
-                self.status_server = StatusServer(self, self.config.gateway.http.listen)
+                self.status_server = StatusServer(self, self.config.gateway.http.listen,
+                                                  self.config.gateway.http.token,
+                                                  reload=self.reload_from_file)
                 await self.status_server.start()
             await self._run_tasks(stop)
         finally:
