@@ -5,9 +5,9 @@ The rules (docs/operating.md says the same for operators):
 - A loopback `listen` only answers requests whose Host is a loopback name: a web page whose
   domain is re-pointed at 127.0.0.1 (DNS rebinding) gets 403, not the gateway's data.
 - A state-changing call (any method but GET/HEAD/OPTIONS) is refused when it comes from another
-  origin (`Origin` or `Sec-Fetch-Site` says so) or carries a body that is not JSON: an HTML form
-  can only send the three "simple" content types, and a JSON body from another origin needs a
-  CORS preflight that this server never grants.
+  origin (`Origin` or `Sec-Fetch-Site` says so), has a form's content type, or carries a body
+  that is not JSON: an HTML form can only send the three "simple" content types, and anything
+  else from another origin needs a CORS preflight that this server never grants.
 - With a token, a state-changing call needs `Authorization: Bearer <token>`; on a non-loopback
   `listen` every path but /healthz and the static page (which holds no data) needs it too.
 """
@@ -23,6 +23,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Open without a token even on a non-loopback listen: the orchestrator's health probe, and the
 # page's static HTML (its data comes from /api/*, which the token guards).
 OPEN_PATHS = frozenset({"/healthz", "/", "/index.html"})
+# What an HTML form (or a fetch without a CORS preflight) can send from any other site.
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 TOKEN_MIN_LENGTH = 16
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -150,7 +152,8 @@ class AccessPolicy:
         if request.method in SAFE_METHODS:
             return None
         media_type = (request.content_type or "").partition(";")[0].strip().lower()
-        if media_type == "application/json" or (not media_type and not request.has_body):
+        if media_type not in FORM_TYPES and (media_type == "application/json"
+                                             or not request.has_body):
             return None
         return Refusal(415, "a state-changing call takes no body or Content-Type: "
                             "application/json")

@@ -14,6 +14,7 @@ from importlib.resources import files
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from pydantic import SecretStr
 
@@ -96,13 +97,16 @@ class StatusServer:
         self.listen = listen
         self.host, self.port = parse_listen(listen)
         self._reload = reload
-        self._policy = AccessPolicy(self.host, token.get_secret_value() if token else None)
+        self.policy = AccessPolicy(self.host, token.get_secret_value() if token else None)
         self._registry = new_registry()
         self._registry.register(state.read_seconds)
         self._page = files("gateway").joinpath("status_page.html").read_bytes()
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        server_log = logging.getLogger("aiohttp.server")
+        if not any(isinstance(f, _BadRequestsAreWarnings) for f in server_log.filters):
+            server_log.addFilter(_BadRequestsAreWarnings())
         runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
                                max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
                                max_headers=MAX_HEADERS, shutdown_timeout=2.0)
@@ -140,8 +144,10 @@ class StatusServer:
                      ) -> web.StreamResponse:
         """The size limit and the access rules, before any handler runs."""
         if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
-            return _text(431, f"request headers over {MAX_HEADER_BYTES // 1024} KiB")
-        refusal = self._policy.check(_facts(request))
+            refused = _text(431, f"request headers over {MAX_HEADER_BYTES // 1024} KiB")
+            refused.force_close()
+            return refused
+        refusal = self.policy.check(_facts(request))
         if refusal is None:
             return await handler(request)
         headers = {"WWW-Authenticate": 'Bearer realm="gateway"'} if refusal.status == 401 else {}
@@ -240,3 +246,17 @@ def _json(status: int, data: Any) -> web.Response:
 
 def _text(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+class _BadRequestsAreWarnings(logging.Filter):
+    """aiohttp logs a client's malformed request (a 70 KiB header, a port scan) as an ERROR with
+    a traceback; it is the client's fault and answered with a 4xx: one WARNING line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "status server: bad request refused (%s): %s", (
+                exc.code, str(exc.message)[:120])
+            record.exc_info = record.exc_text = None
+        return True

@@ -101,7 +101,9 @@ def test_cross_origin_post_is_403_with_or_without_token(facts: RequestFacts) -> 
 @pytest.mark.parametrize(("content_type", "has_body", "status"), [
     ("application/x-www-form-urlencoded", True, 415), ("multipart/form-data; boundary=x", True,
                                                        415),
-    ("text/plain", True, 415), (None, True, 415), (None, False, None),
+    ("text/plain", True, 415), ("text/plain", False, 415), (None, True, 415),
+    ("application/octet-stream", True, 415), ("application/octet-stream", False, None),
+    (None, False, None),
     ("application/json", True, None), ("Application/JSON; charset=utf-8", True, None)])
 def test_post_takes_no_body_or_json(content_type: str | None, has_body: bool,
                                     status: int | None) -> None:
