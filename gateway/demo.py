@@ -21,10 +21,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import yaml
 
-from gateway.cli import stop_on_signals
 from gateway.config import GatewayConfig, parse_config
 from gateway.live import live_view
 from gateway.runtime import Gateway
+from gateway.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 DEMO_SITE = "demo"
@@ -123,7 +123,7 @@ async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, 
         if args.no_live or not sys.stdout.isatty():
             view = group.create_task(_log_progress(footer, stop))
         else:
-            view = group.create_task(live_view(gateway, stop, footer))
+            view = group.create_task(live_view(gateway.state, stop, footer))
         await gateway.run(stop)
         view.cancel()
     print(f"demo: stopped; the broker received {seen['_count']} messages; topics per "

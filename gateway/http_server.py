@@ -2,7 +2,8 @@
 POST /api/reload and the status page at /, on aiohttp's server (header limits, keep-alive,
 middleware for the access rules of gateway.http_access).
 
-It reads a `GatewayState` and calls a `reload` function; it never imports the runtime."""
+It reads a `StateView` (gateway.state.GatewayState is one) and calls a `reload` function; it
+never imports the runtime."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ class BufferView(Protocol):
     def dropped(self, sink: str) -> int: ...
 
 
-class GatewayState(Protocol):
+class StateView(Protocol):
     """What the status server reads of a running gateway (read-only; properties so that a
     `list[Sink]` or `dict[str, DeviceHealth]` attribute satisfies it)."""
 
@@ -91,11 +92,12 @@ class HttpListenError(GatewayError):
 class StatusServer:
     """Serves a gateway's state over HTTP until `close()`."""
 
-    def __init__(self, state: GatewayState, listen: str, token: SecretStr | None = None,
+    def __init__(self, state: StateView, listen: str, token: SecretStr | None = None,
                  reload: Reload | None = None) -> None:
         self.state = state
         self.listen = listen
-        self.host, self.port = parse_listen(listen)
+        self.host, self._requested_port = parse_listen(listen)
+        self.port = 0  # the port it listens on, once started
         self._reload = reload
         self.policy = AccessPolicy(self.host, token.get_secret_value() if token else None)
         self._registry = new_registry()
@@ -112,7 +114,7 @@ class StatusServer:
                                max_headers=MAX_HEADERS, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port).start()
+            await web.TCPSite(runner, self.host, self._requested_port).start()
         except OSError as exc:
             await runner.cleanup()
             raise HttpListenError(f"status server cannot listen on {self.listen}: "

@@ -14,12 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.state import GatewayState
 
 QUALITY_STYLE = {"good": "green", "uncertain": "yellow", "bad": "bold red"}
 
 
-def render(gateway: Gateway, footer: str = "") -> Group:
+def render(gateway: GatewayState, footer: str = "") -> Group:
     now = time.monotonic()
     devices = Table(title="devices", expand=True)
     for column in ("device", "state", "last error"):
@@ -54,7 +54,7 @@ def render(gateway: Gateway, footer: str = "") -> Group:
     return Group(*parts)
 
 
-async def live_view(gateway: Gateway, stop: asyncio.Event,
+async def live_view(gateway: GatewayState, stop: asyncio.Event,
                     footer: Callable[[], str] = lambda: "", console: Console | None = None,
                     refresh: float = 1.0) -> None:
     """Redraw until `stop` is set."""

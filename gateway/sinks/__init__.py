@@ -5,9 +5,17 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
 
 from gateway.models import Reading
+
+if TYPE_CHECKING:
+    from gateway.commands import CommandRouter
+from gateway.strict import StrictModel
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,40 @@ class DeviceContext:
     area: str
     line: str
     device: str
+    value_types: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Tag -> the type of its published value (bool, int16 ... float64, string, array:<type>),
+    where the driver knows it (a scaled integer tag publishes float64)."""
+
+
+class SinkSettings(StrictModel):
+    """The config keys every sink has; each sink type's settings model extends it."""
+
+    type: str = Field("", description="The sink type (mqtt, influxdb, sparkplug or a plugin); "
+                      "defaults to the sink's name")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the runtime feeds a sink, declared by the sink: the runtime owns the loop, the
+    cursor, batching and pacing; the sink only sends one batch at a time."""
+
+    batch_size: int = 1000
+    """Readings handed to one `send()` at most."""
+    flush_interval: float = 0.0
+    """A partial batch waits up to this long for more readings (0: send what is there)."""
+    max_rate: float | None = None
+    """Readings per second at most (a replay that must not flood the far side)."""
+
+
+@dataclass(frozen=True)
+class SinkEnvironment:
+    """What a sink is built with besides its own settings."""
+
+    gateway_id: str
+    site: str
+    contexts: Mapping[str, DeviceContext]
+    buffer_path: Path = Path("./data/buffer.db")
+    """The buffer's file: a sink may keep small state files of its own beside it."""
 
 
 class Sink(ABC):
@@ -32,9 +74,29 @@ class Sink(ABC):
     """
 
     name: str = "sink"
+    settings_model: ClassVar[type[SinkSettings]] = SinkSettings
+    delivery: Delivery = Delivery()
 
-    def __init__(self, contexts: Mapping[str, DeviceContext]) -> None:
+    def __init__(self, contexts: Mapping[str, DeviceContext], name: str | None = None) -> None:
         self.contexts = contexts
+        if name:
+            self.name = name
+
+    commands: CommandRouter | None = None
+    """Set by the runtime before `start()` when `wants_commands`: where the sink sends the
+    commands it receives (`await self.commands.execute(Command(...))`)."""
+
+    @property
+    def wants_commands(self) -> bool:
+        """Whether this sink forwards commands to the devices (its config says `commands:
+        true`); off unless a sink says so."""
+        return False
+
+    @classmethod
+    def from_settings(cls, name: str, settings: SinkSettings,
+                      environment: SinkEnvironment) -> Sink:
+        """Build the sink named `name` in the config (the registry calls this)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from the config")
 
     def update_contexts(self, contexts: Mapping[str, DeviceContext]) -> None:
         """Devices were added, changed or removed by a reload."""

@@ -35,7 +35,7 @@ from gateway.config import InfluxSinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading
-from gateway.sinks import DeviceContext, Sink
+from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
 from gateway.sinks.line_protocol import to_lines
 
 log = logging.getLogger(__name__)
@@ -182,13 +182,20 @@ class InfluxSink(Sink):
     """Writes readings as line protocol; see the module docstring for what each answer does."""
 
     name = "influxdb"
+    settings_model = InfluxSinkConfig
+
+    @classmethod
+    def from_settings(cls, name: str, settings: SinkSettings,
+                      environment: SinkEnvironment) -> InfluxSink:
+        assert isinstance(settings, InfluxSinkConfig)
+        return cls(settings, environment.contexts, name=name)
 
     def __init__(self, config: InfluxSinkConfig, contexts: Mapping[str, DeviceContext],
-                 counters: Counters = COUNTERS) -> None:
-        super().__init__(contexts)
+                 counters: Counters = COUNTERS, name: str | None = None) -> None:
+        super().__init__(contexts, name)
         self.config = config
-        self.batch_size = config.batch_size
-        self.flush_interval = config.flush_interval
+        self.delivery = Delivery(batch_size=config.batch_size,
+                                 flush_interval=config.flush_interval, max_rate=config.max_rate)
         self.counters = counters
         self._writer: Writer | None = None
         self._connected = False
@@ -257,8 +264,8 @@ class InfluxSink(Sink):
     def _raise_unless_data_rejected(self, answer: Answer) -> None:
         """Raise `SinkError` unless the answer blames the data (a 4xx about lines)."""
         where = f"InfluxDB at {self.config.url}"
-        setting = ("sinks.influxdb.token" if self.config.api == "v2"
-                   else "sinks.influxdb.username/password")
+        setting = (f"sinks.{self.name}.token" if self.config.api == "v2"
+                   else f"sinks.{self.name}.username/password")
         if answer.status in (401, 403):
             raise SinkError(f"{where} refused the credentials ({answer.status}: "
                             f"{answer.message}); check {setting}", self.name)

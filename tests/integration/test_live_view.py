@@ -25,7 +25,7 @@ async def test_live_view_shows_devices_values_quality_and_sinks(tmp_path: Path) 
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(1.0, stop.set)
     await asyncio.wait_for(asyncio.gather(
-        gateway.run(stop), live_view(gateway, stop, lambda: "footer text", console, 0.2)), 15)
+        gateway.run(stop), live_view(gateway.state, stop, lambda: "footer text", console, 0.2)), 15)
     screen = output.getvalue()
     assert "press" in screen and "answering" in screen and "not answering" in screen
     assert "connection refused" in screen

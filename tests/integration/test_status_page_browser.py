@@ -122,6 +122,10 @@ async def plant(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ModbusSimulator,
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop))
         try:
+            deadline = time.monotonic() + 20
+            while not (gateway.status_server and gateway.status_server.port):
+                assert time.monotonic() < deadline and not task.done(), "no status server"
+                await asyncio.sleep(0.05)
             yield gateway, simulator, f"http://127.0.0.1:{http_port}/"
         finally:
             stop.set()
@@ -249,10 +253,7 @@ async def test_page_asks_for_the_token_when_the_gateway_needs_one(
         browser: Any, tmp_path: Path) -> None:
     """The rules of a network listen (the test server binds loopback only)."""
     async with plant(tmp_path) as (gateway, _simulator, url):
-        deadline = time.monotonic() + 20
-        while gateway.status_server is None or not gateway.status_server.port:
-            assert time.monotonic() < deadline, "status server never started"
-            await asyncio.sleep(0.05)
+        assert gateway.status_server is not None
         gateway.status_server.policy = AccessPolicy("0.0.0.0", TOKEN)
         await asyncio.to_thread(browser.get, url)
         await eventually(browser, "return document.getElementById('health').innerText",

@@ -191,7 +191,7 @@ async def test_gateway_reload_command_sends_the_token(tmp_path: Path,
 
 async def test_a_failing_reload_is_a_500_answer_and_no_reload_is_501(tmp_path: Path) -> None:
     config = parse_config(config_text(tmp_path, 0, TOKEN), env={})
-    state = Gateway(config, [ListSink()], [])
+    state = Gateway(config, [ListSink()], []).state
 
     async def failing_reload() -> dict[str, Any]:
         raise RuntimeError("disk on fire")
@@ -210,7 +210,7 @@ async def test_a_failing_reload_is_a_500_answer_and_no_reload_is_501(tmp_path: P
 
 
 async def test_a_port_in_use_is_one_line_naming_the_setting(tmp_path: Path) -> None:
-    state = Gateway(parse_config(config_text(tmp_path, 0, TOKEN), env={}), [ListSink()], [])
+    state = Gateway(parse_config(config_text(tmp_path, 0, TOKEN), env={}), [ListSink()], []).state
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config import InfluxSinkConfig, load_config
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,8 @@ def test_compose_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("INFLUX_TOKEN", "t")
     monkeypatch.setenv("GATEWAY_HTTP_TOKEN", "a-token-of-16-chars")
     config = load_config(ROOT / "deploy" / "gateway.yaml")
-    assert config.sinks.influxdb is not None and config.sinks.influxdb.api == "v2"
+    influx = config.sinks["influxdb"]
+    assert isinstance(influx, InfluxSinkConfig) and influx.api == "v2"
     assert os.environ["INFLUX_TOKEN"] == "t"
     assert config.gateway.http.token is not None, "0.0.0.0 needs a token"
 
