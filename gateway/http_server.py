@@ -62,6 +62,9 @@ class TagsView(Protocol):
 
 
 class BufferView(Protocol):
+    @property
+    def degraded(self) -> str | None:
+        """Why new readings are held in memory only (a full disk), or None."""
     def depth(self, sink: str) -> int: ...
     def oldest_unsent_age(self, sink: str) -> float: ...
     def dropped(self, sink: str) -> int: ...
@@ -184,13 +187,16 @@ class StatusServer:
         return _json(200 if result.get("ok") else 400, result)
 
     def health(self) -> dict[str, Any]:
-        """Healthy when every sink is connected and every device answered in its last cycles."""
+        """Healthy when every sink is connected, every device answered in its last cycles and
+        the buffer can write its file."""
         now = time.monotonic()
         problems = [f"sink {s.name} is not connected" for s in self.state.sinks
                     if not s.connected]
         for name, device in self.state.health.items():
             if not device.healthy(now):
                 problems.append(f"device {name}: {device.error or 'no answer in its last cycles'}")
+        if self.state.buffer is not None and self.state.buffer.degraded:
+            problems.append(f"buffer: {self.state.buffer.degraded}")
         return {"healthy": not problems, "problems": problems}
 
     def tags(self) -> list[dict[str, Any]]:

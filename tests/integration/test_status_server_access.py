@@ -19,14 +19,18 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.buffer import DurableBuffer
 from gateway.config import load_config, parse_config
 from gateway.http_access import AccessPolicy
 from gateway.http_server import HttpListenError, StatusServer
 from gateway.runtime import Gateway
+from gateway.state import GatewayState
+from tests.integration.test_buffer_faults import Feed, fill, tiny_disk
 from tests.integration.test_runtime import ListSink, ScriptedDriver
 from tests.procs import free_port
 
 pytestmark = pytest.mark.integration
+__all__ = ["tiny_disk"]  # a fixture (a real 2 MiB tmpfs), used by name
 TOKEN = "plant-1-status-token-0123"
 AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -221,3 +225,28 @@ async def test_a_port_in_use_is_one_line_naming_the_setting(tmp_path: Path) -> N
     message = str(error.value)
     assert f"127.0.0.1:{port}" in message and "gateway.http.listen" in message
     assert "\n" not in message
+
+
+async def test_healthz_names_a_buffer_that_cannot_write_its_full_disk(
+        tiny_disk: Path, tmp_path: Path) -> None:
+    buffer = DurableBuffer(tiny_disk / "buffer.db", ["list"])
+    state = GatewayState(parse_config(config_text(tmp_path, 0, TOKEN), env={}), [ListSink()],
+                         buffer=buffer)
+    server = StatusServer(state, "127.0.0.1:0")
+    await server.start()
+    try:
+        feed = Feed(buffer, lagging="list")
+        filler = fill(tiny_disk)
+        feed.until(lambda: buffer.degraded is not None, "the buffer to notice the full disk")
+        async with aiohttp.ClientSession() as session:
+            status, text = await call(session, "GET", f"http://127.0.0.1:{server.port}/healthz")
+            assert status == 503
+            [problem] = [p for p in json.loads(text)["problems"] if p.startswith("buffer: ")]
+            assert "cannot write buffer.db" in problem and "memory only" in problem
+            filler.unlink()
+            feed.until(lambda: buffer.degraded is None, "writing to work again")
+            status, text = await call(session, "GET", f"http://127.0.0.1:{server.port}/healthz")
+            assert not [p for p in json.loads(text)["problems"] if p.startswith("buffer: ")]
+    finally:
+        await server.close()
+        buffer.close()
