@@ -23,7 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.http_access import MAX_HEADER_BYTES, AccessPolicy, RequestFacts, parse_listen
 from gateway.metrics import new_registry
-from gateway.models import Reading
+from gateway.models import Reading, iso_z
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class StatusServer:
 
     def tags(self) -> list[dict[str, Any]]:
         return [{"device": r.device, "tag": r.tag, "value": r.value, "quality": r.quality.value,
-                 "unit": r.unit, "ts": r.source_ts.isoformat().replace("+00:00", "Z"),
+                 "unit": r.unit, "ts": iso_z(r.source_ts),
                  "error": r.error}
                 for _, r in sorted(self.state.tags.latest.items())]
 

@@ -26,7 +26,7 @@ from gateway import __version__
 from gateway.config import MqttSinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
-from gateway.models import Reading, utc_now
+from gateway.models import Reading, iso_z, utc_now
 from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
 from gateway.sinks.topics import (
     device_cycles,
@@ -155,7 +155,7 @@ class MqttSink(Sink):
     def _status(self, state: str) -> bytes:
         status: dict[str, Any] = {"state": state, "gateway": self.gateway_id}
         if state == "online":
-            status |= {"since": utc_now().isoformat().replace("+00:00", "Z"),
+            status |= {"since": iso_z(utc_now()),
                        "version": __version__}
         return json.dumps(status).encode()
 

@@ -13,10 +13,9 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from functools import lru_cache
 
-from gateway.models import Quality, Reading
+from gateway.models import Quality, Reading, iso_z
 
 PLACEHOLDERS = frozenset({"gateway", "site", "area", "line", "device", "tag"})
 # What MQTT (and mosquitto's UTF-8 check) refuses inside a topic, plus the level separator and
@@ -81,12 +80,7 @@ def status_topic(site: str, gateway: str) -> str:
 
 def format_ts(reading: Reading) -> str:
     """`2026-11-24T01:02:03.123456Z`: always microseconds (source_ts is UTC, see Reading)."""
-    return _iso_z(reading.source_ts)
-
-
-@lru_cache(maxsize=4096)  # the readings of one poll share their timestamp
-def _iso_z(ts: datetime) -> str:
-    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    return iso_z(reading.source_ts)
 
 
 def _dump(payload: dict[str, object]) -> bytes:
@@ -187,7 +181,7 @@ def encode_device_payload(readings: Sequence[Reading]) -> bytes:
             units[reading.tag] = reading.unit
         if reading.source_ts > latest:
             latest = reading.source_ts
-    payload: dict[str, object] = {"ts": _iso_z(latest), "values": values}
+    payload: dict[str, object] = {"ts": iso_z(latest), "values": values}
     if units:
         payload["units"] = units
     payload.update(flagged)
