@@ -20,6 +20,7 @@ from drivers.base import Driver, Publish
 from drivers.opcua import nodeids, planning
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.notifications import NotificationBuffer
+from drivers.opcua.reasons import reason
 from drivers.opcua.session import open_client
 from drivers.opcua.values import quality_of, to_reading
 from gateway.errors import DeviceUnreachable, DriverError
@@ -83,9 +84,10 @@ class OpcUaDriver(Driver):
         try:
             return await asyncio.wait_for(request, self.cfg.connection.timeout)
         except (OSError, TimeoutError, ConnectionError) as exc:
-            raise DeviceUnreachable(f"request failed: {exc or 'timed out'}", self.name) from exc
+            why = reason(exc, self.cfg.connection.timeout)
+            raise DeviceUnreachable(f"request failed: {why}", self.name) from exc
         except ua.UaStatusCodeError as exc:
-            raise DriverError(f"request refused: {exc}", self.name) from exc
+            raise DriverError(f"request refused: {reason(exc)}", self.name) from exc
 
     async def _operation_limits(self, client: Client) -> planning.OperationLimits:
         node_ids = [ua.NodeId(ua.Int32(i)) for i in LIMIT_NODES]
@@ -173,7 +175,7 @@ class OpcUaDriver(Driver):
                     self._dead = f"subscription status {event.notification}"
         except Exception as exc:  # the next read() reports it and the session is rebuilt
             log.exception("%s: notification handling failed", self.name)
-            self._dead = f"notification handling failed: {type(exc).__name__}: {exc}"
+            self._dead = f"notification handling failed: {reason(exc, typed=True)}"
 
     @property
     def pushes(self) -> bool:
@@ -205,7 +207,7 @@ class OpcUaDriver(Driver):
         try:
             await self._client.check_connection()
         except Exception as exc:  # asyncua raises several types for a dead link
-            raise DeviceUnreachable(f"session lost: {exc}", self.name) from exc
+            raise DeviceUnreachable(f"session lost: {reason(exc)}", self.name) from exc
         if self._dead:
             raise DeviceUnreachable(self._dead, self.name)
 
