@@ -92,6 +92,18 @@ class OpcUaTag(TagConfig):
                                           "this tag (subscribe mode); overrides the device's")
     server_deadband_type: DeadbandType | None = Field(None, description="absolute | percent; "
                                                       "overrides the device's")
+    writable: bool = Field(False, description="Commands may write this node (a Write of its "
+                           "Value attribute, in the node's DataType); off by default")
+    min: float | None = Field(None, description="A written value below this is refused")
+    max: float | None = Field(None, description="A written value above this is refused")
+
+    @model_validator(mode="after")
+    def _write_limits(self) -> OpcUaTag:
+        if (self.min is not None or self.max is not None) and not self.writable:
+            raise ValueError("min and max limit writes: they need writable: true")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
 
     @field_validator("node")
     @classmethod
