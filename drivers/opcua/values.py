@@ -9,8 +9,7 @@ from typing import Any
 
 from asyncua import ua
 
-from gateway.models import Quality, Reading, Value, utc_now
-from gateway.sinks.topics import _iso_z as iso_z
+from gateway.models import Quality, Reading, Value, iso_z, utc_now
 
 Scalar = bool | int | float | str | None
 
