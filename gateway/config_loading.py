@@ -176,6 +176,7 @@ class _Refused(Exception):
 _NO_KEY: Any = object()  # a mapping waiting for its next key
 _BAD_KEY: Any = object()  # a key already reported: its value is dropped
 _STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
 _MERGE = "tag:yaml.org,2002:merge"
 _VALUE_EVENTS = (ScalarEvent, AliasEvent, MappingStartEvent, SequenceStartEvent)
 
@@ -183,12 +184,13 @@ _VALUE_EVENTS = (ScalarEvent, AliasEvent, MappingStartEvent, SequenceStartEvent)
 class _Frame:
     """A mapping or list being read."""
 
-    __slots__ = ("anchor", "is_key", "key", "line", "path", "start", "value")
+    __slots__ = ("anchor", "is_key", "is_map", "key", "line", "path", "start", "value")
 
     def __init__(self, value: Any, path: Path, line: int, is_key: bool, anchor: str | None,
                  start: int) -> None:
         self.value, self.path, self.line, self.is_key = value, path, line, is_key
         self.anchor, self.start = anchor, start
+        self.is_map = isinstance(value, dict)
         self.key: Any = _NO_KEY
 
 
@@ -221,6 +223,8 @@ class _EventReader:
         try:
             get_event = self._loader.get_event
             while (event := get_event()) is not None:
+                if type(event) is ScalarEvent and self._plain_in_mapping(event):
+                    continue
                 if isinstance(event, _VALUE_EVENTS):
                     self._value(event)
                 elif isinstance(event, MappingEndEvent | SequenceEndEvent):
@@ -230,6 +234,40 @@ class _EventReader:
             return self._root
         finally:
             self._loader.dispose()
+
+    def _plain_in_mapping(self, event: Any) -> bool:
+        """The common case, a key or a value of a mapping that is a plain word, a quoted string
+        or a decimal number, read in one step; False: `_value` must read this event."""
+        stack = self._stack
+        if not stack or event.anchor is not None or not stack[-1].is_map:
+            return False
+        value, tag = event.value, event.tag
+        if tag is not None:
+            return False
+        if event.implicit[0]:
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = self._plain_tags[value] = self._loader.resolve(
+                    yaml.ScalarNode, value, event.implicit)
+            if tag == _INT and value.isdigit() and (value[0] != "0" or len(value) == 1) \
+                    and len(value) < 19:
+                value = int(value)  # YAML 1.1 reads 0123 as octal: that one goes the long way
+            elif tag != _STR:
+                return False
+        if type(value) is str and (_PROTECTED in value or "${" in value):
+            return False
+        top = stack[-1]
+        if top.key is _NO_KEY:
+            if value in top.value:
+                return False  # a duplicate: reported by _key
+            top.key = value
+            self.lines[(*top.path, value)] = event.start_mark.line + 1
+        else:
+            if top.key is not _BAD_KEY:
+                top.value[top.key] = value
+            top.key = _NO_KEY
+        self._values += 1
+        return True
 
     def _document(self, event: Any) -> None:
         self._documents += 1
@@ -420,6 +458,9 @@ def _plain_words(problem: str, context: str, line: str, column: int,
     indentation = line[:len(line) - len(line.lstrip(" \t"))]
     if "tab" in problem or "\t" in indentation or line[column:column + 1] == "\t":
         return "a tab character: YAML indents with spaces only (replace the tab by spaces)"
+    if line[column:column + 1] in ("]", "}") and "flow" not in context:
+        opening = "[" if line[column] == "]" else "{"
+        return f"a '{line[column]}' without its opening '{opening}'"
     if "could not find expected ':'" in problem:
         return "a key without a colon: write `key: value` (a space after the colon)"
     if "mapping values are not allowed" in problem:

@@ -51,7 +51,8 @@ def preflight(config: GatewayConfig, lines: Lines | None = None) -> Preflight:
     http = config.gateway.http
     if http.enabled:
         host, port = split_listen(http.listen)
-        problem = port_problem(host, port, "gateway.http.listen", "(or gateway.http.enabled: false)")
+        problem = port_problem(host, port, "gateway.http.listen",
+                               "(or gateway.http.enabled: false)")
         report(("gateway", "http", "listen"), problem,
                busy if problem and "in use" in problem else errors)
     return Preflight(errors, busy)
