@@ -119,11 +119,12 @@ class MqttSinkConfig(StrictModel):
     def _scheme(cls, url: str) -> str:
         if not url.startswith(("mqtt://", "mqtts://")):
             raise ValueError("must start with mqtt:// or mqtts://")
+        parts = urlsplit(url)
         try:
-            port, host = urlsplit(url).port, urlsplit(url).hostname
-        except ValueError:
-            port, host = 0, "?"  # urlsplit: "Port out of range 0-65535" or not a number
-        if not host or port == 0:
+            port = parts.port
+        except ValueError:  # "Port out of range 0-65535", or not a number
+            port = 0
+        if not parts.hostname or port == 0:
             raise ValueError("must be mqtt://host:port or mqtts://host:port, port 1-65535")
         return url
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.config import load_config, parse_config
 from gateway.config_loading import MAX_ALIAS_NODES, MAX_FILE_BYTES
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ConfigProblem
 from gateway.preflight import (
     buffer_path_problem,
     ca_file_problem,
@@ -488,3 +488,25 @@ def test_preflight_reports_by_key_path_and_line(tmp_path: Path) -> None:
     assert [(p.line, p.path) for p in found.errors] == [(4, "gateway.buffer.path"),
                                                          (9, "sinks.mqtt.ca")]
     assert found.busy_ports == []
+
+
+# --- the event reader reads what PyYAML reads -----------------------------------------------
+
+plain_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Co")),
+                     max_size=12).filter(lambda s: "${" not in s)
+scalars = (st.none() | st.booleans() | st.integers(-(10**30), 10**30)
+           | st.floats(allow_nan=False, allow_infinity=False) | plain_text)
+documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                         | st.dictionaries(plain_text, inner, max_size=4), max_leaves=20)
+
+
+@given(documents, st.booleans())
+def test_the_event_reader_reads_what_pyyaml_reads(data: object, flow: bool) -> None:
+    import yaml
+
+    from gateway.config_loading import load_yaml
+
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    env_problems: list[ConfigProblem] = []
+    assert load_yaml(text, "t.yaml", {}, env_problems)[0] == yaml.safe_load(text)
+    assert env_problems == []
