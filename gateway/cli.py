@@ -13,9 +13,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from drivers.base import Driver
 from gateway import __version__
-from gateway.config import GatewayConfig, config_json_schema, config_secrets, load_config
-from gateway.errors import ConfigError, GatewayError
+from gateway.config import (
+    GatewayConfig,
+    config_json_schema,
+    config_secrets,
+    load_config,
+    load_config_with_lines,
+)
+from gateway.errors import ConfigError, ConfigProblem, GatewayError
 from gateway.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -28,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command(args))
     except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+        one = len(exc.problems) == 1
+        print(f"{exc.source}: {exc.problems[0]}" if one else exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     except GatewayError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -108,21 +116,34 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    """Everything `run` would refuse, without touching a device; a port in use now is only
+    a warning (the running gateway this file is checked for may hold it)."""
+    config, drivers, busy_ports = _checked_config(args.config)
+    for problem in busy_ports:
+        print(f"{args.config}: warning: {problem} (`gateway run` refuses to start until it "
+              "is free)", file=sys.stderr)
     tags = sum(len(getattr(d, "tags", [])) for d in config.devices)
     sinks = list(config.sinks)
     print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} device(s), "
           f"{tags} tag(s), sinks: {', '.join(sinks)}")
     if args.plan:
-        _print_plans(config)
+        for driver in drivers:
+            print(driver.describe_plan())
     return 0
 
 
-def _print_plans(config: GatewayConfig) -> None:
-    from gateway.runtime import build_drivers
+def _checked_config(path: str) -> tuple[GatewayConfig, list[Driver], list[ConfigProblem]]:
+    """The config, its enabled drivers and the ports in use; raises `ConfigError` for the
+    rest of what would stop `run`: the file, the drivers, the buffer path, certificates."""
+    from gateway.preflight import build_drivers_checked, preflight
 
-    for driver in build_drivers(config.devices):
-        print(driver.describe_plan())
+    config, lines = load_config_with_lines(path)
+    drivers, problems = build_drivers_checked(config, lines)
+    found = preflight(config, lines)
+    problems += found.errors
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda problem: problem.line or 0), path)
+    return config, drivers, found.busy_ports
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -179,17 +200,25 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config, drivers, busy_ports = _checked_config(args.config)
+    if busy_ports:  # before anything connects: a second gateway must not touch the broker
+        raise ConfigError(busy_ports, args.config)
     args.redacting.secrets = sorted(config_secrets(config), key=len, reverse=True)
-    return asyncio.run(_run_until_signal(config, args.config, args.live))
+    try:
+        return asyncio.run(_run_until_signal(config, args.config, args.live, drivers))
+    except OSError as exc:  # the machine changed since the preflight (a port taken since)
+        log.debug("start failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
-async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False) -> int:
+async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False,
+                            drivers: list[Driver] | None = None) -> int:
     from gateway.runtime import Gateway
     from gateway.signals import stop_on_signals
 
     stop = stop_on_signals()
-    gateway = Gateway(config, config_path=path)
+    gateway = Gateway(config, config_path=path, drivers=drivers)
     reloads: set[asyncio.Task[Any]] = set()
 
     def reload() -> None:

@@ -3,14 +3,16 @@ that name the key path and the line of every problem."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping
-from pathlib import Path as Path_
-from typing import Any, Literal, TypeVar, Union
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -24,6 +26,7 @@ from pydantic import (
 )
 
 from drivers.base import DeviceConfig
+from gateway.config_loading import FileProblem, decode_config, load_yaml, read_config_bytes
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.kpi.config import KpiSettings, oee_tag_problems
 from gateway.sinks import SinkSettings
@@ -31,6 +34,17 @@ from gateway.strict import StrictModel
 from gateway.units import Duration, Size
 
 M = TypeVar("M", bound=BaseModel)
+MIN_BUFFER_SIZE = 64 * 2**10
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """Host and port of a `host:port` (IPv6 in brackets); ValueError in plain words."""
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host.strip("[]") or " " in listen or not port.isdigit():
+        raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+    if int(port) > 65535:
+        raise ValueError("the port must be 0-65535 (0: any free port)")
+    return host, int(port)
 
 
 class BufferConfig(StrictModel):
@@ -41,6 +55,14 @@ class BufferConfig(StrictModel):
         "process", description="process: survive a gateway crash; power: fsync every batch to "
         "survive a power cut (slower)")
 
+    @field_validator("max_size")
+    @classmethod
+    def _room_for_readings(cls, size: int) -> int:
+        if size < MIN_BUFFER_SIZE:
+            raise ValueError("must be at least 64KiB: SQLite's own pages take a few KiB and a "
+                             "smaller buffer holds almost no readings (write a unit: 512MiB)")
+        return size
+
 
 class HttpConfig(StrictModel):
     listen: str = Field("127.0.0.1:8080", description="host:port of /healthz, /metrics, /api/tags")
@@ -49,14 +71,6 @@ class HttpConfig(StrictModel):
         None, validate_default=True, description="Bearer token, e.g. ${GATEWAY_HTTP_TOKEN} "
         "(16+ characters); required when listen is not loopback. Guards POST /api/reload, and "
         "on a non-loopback listen every path but /healthz and the page")
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, listen: str) -> str:
-        from gateway.http_access import parse_listen
-
-        parse_listen(listen)
-        return listen
 
     @field_validator("token", mode="before")
     @classmethod
@@ -78,6 +92,12 @@ class HttpConfig(StrictModel):
             raise ValueError(f"listen {listen} is reachable from the network: set a token "
                              "(token: ${GATEWAY_HTTP_TOKEN}) or listen on 127.0.0.1")
         return token
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, listen: str) -> str:
+        split_listen(listen)
+        return listen
 
 
 class GatewaySettings(KpiSettings):
@@ -124,6 +144,13 @@ class MqttSinkConfig(SinkSettings):
     def _scheme(cls, url: str) -> str:
         if not url.startswith(("mqtt://", "mqtts://")):
             raise ValueError("must start with mqtt:// or mqtts://")
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:  # "Port out of range 0-65535", or not a number
+            port = 0
+        if not parts.hostname or port == 0:
+            raise ValueError("must be mqtt://host:port or mqtts://host:port, port 1-65535")
         return url
 
     @field_validator("topic")
@@ -202,8 +229,8 @@ class GatewayConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_device_names(self) -> GatewayConfig:
-        names = [device.name for device in self.devices]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        counts = Counter(device.name for device in self.devices)
+        duplicates = sorted(name for name, count in counts.items() if count > 1)
         if duplicates:
             raise ValueError(f"duplicate device names: {', '.join(duplicates)}")
         return self
@@ -225,67 +252,66 @@ class _RawGatewayConfig(StrictModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading: YAML with line numbers, ${ENV} substitution, every error with key path and line.
+# Loading: gateway.config_loading reads the file into plain data with the line of every key;
+# here it is validated, every error with key path and line.
 
 Path = tuple[str | int, ...]
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def load_config(path: str | os.PathLike[str],
                 env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, substitute and validate a config file; raise `ConfigError` listing every problem."""
+    return load_config_with_lines(path, env)[0]
+
+
+def load_config_with_lines(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+                           ) -> tuple[GatewayConfig, dict[Path, int]]:
+    """`load_config`, and the line of every key path (for problems found after validation)."""
     source = str(path)
-    try:
-        text = Path_(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigProblem("", f"cannot read file: {exc.strerror}")], source) from exc
-    return parse_config(text, source, os.environ if env is None else env)
+    text = decode_config(read_config_bytes(source, source), source)
+    return _parse(text, source, os.environ if env is None else env)
 
 
 def parse_config(text: str, source: str = "<config>",
                  env: Mapping[str, str] | None = None) -> GatewayConfig:
+    return _parse(text, source, os.environ if env is None else env)[0]
+
+
+def _parse(text: str, source: str, env: Mapping[str, str]
+           ) -> tuple[GatewayConfig, dict[Path, int]]:
     problems: list[ConfigProblem] = []
-    data, lines = _parse_yaml(text, source)
-    data = _substitute_env(data, (), os.environ if env is None else env, lines, problems)
+    data, lines = load_yaml(text, source, env, problems)
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem("", "the file must be a mapping with gateway, devices "
-                                         "and sinks", 1)], source)
+        raise ConfigError([FileProblem("the file must be a mapping with gateway, devices and "
+                                       "sinks", 1)], source)
     raw = _validate(_RawGatewayConfig, data, (), lines, problems)
     devices = _validate_devices(data.get("devices"), lines, problems)
     raw_sinks = data.get("sinks")
     sinks = _validate_sinks(raw_sinks if isinstance(raw_sinks, dict) else {}, lines, problems)
     if raw is not None and not problems:
         try:
-            return GatewayConfig(gateway=raw.gateway, devices=devices, sinks=sinks)
+            return GatewayConfig(gateway=raw.gateway, devices=devices, sinks=sinks), lines
         except ValidationError as exc:
-            problems += _problems_from(exc, (), lines)
+            problems += _problems_from(exc, (), lines, GatewayConfig)
     problems.sort(key=lambda problem: problem.line or 0)
     raise ConfigError(problems, source)
 
 
 def _validate_devices(raw_devices: Any, lines: dict[Path, int],
                       problems: list[ConfigProblem]) -> list[DeviceConfig]:
-    from drivers.registry import DriverNotFound, load_driver
-
     devices: list[DeviceConfig] = []
     if not isinstance(raw_devices, list):
         return devices  # the first pass reported it
+    first_index: dict[Any, int] = {}
     for index, raw in enumerate(raw_devices):
-        where: Path = ("devices", index)
-        if not isinstance(raw, dict) or not isinstance(raw.get("driver"), str):
-            continue  # the first pass reported it (or `driver` is missing: reported below)
-        try:
-            driver = load_driver(raw["driver"])
-        except DriverNotFound as exc:
-            problems.append(_problem((*where, "driver"), str(exc), lines))
-            continue
-        device = _validate(driver.config_model, raw, where, lines, problems)
+        if not isinstance(raw, dict):
+            continue  # the first pass reported it
+        device = _validate_device(raw, ("devices", index), lines, problems)
         if device is not None:
             devices.append(device)
-            problems += _oee_problems(device, where, lines)
-    names = [d.get("name") for d in raw_devices if isinstance(d, dict)]
-    for index, name in enumerate(names):
-        if name is not None and names.index(name) != index:
+            problems += _oee_problems(device, ("devices", index), lines)
+        name = raw.get("name")
+        if isinstance(name, str) and first_index.setdefault(name, index) != index:
             problems.append(_problem(("devices", index, "name"),
                                      f"duplicate device name {name!r}", lines))
     return devices
@@ -331,21 +357,41 @@ def _validate_sinks(raw_sinks: dict[str, Any], lines: dict[Path, int],
     return sinks
 
 
+def _validate_device(raw: dict[str, Any], where: Path, lines: dict[Path, int],
+                     problems: list[ConfigProblem]) -> DeviceConfig | None:
+    from drivers.registry import DriverNotFound, available_drivers, load_driver
+
+    name = raw.get("driver")
+    if not isinstance(name, str):
+        installed = ", ".join(available_drivers()) or "none"
+        message = ("required key is missing" if name is None else "must be a driver's name")
+        problems.append(_problem((*where, "driver"), f"{message} (installed: {installed})",
+                                 lines))
+        return None
+    try:
+        driver = load_driver(name)
+    except DriverNotFound as exc:
+        problems.append(_problem((*where, "driver"), str(exc), lines))
+        return None
+    return _validate(driver.config_model, raw, where, lines, problems)
+
+
 def _validate(model: type[M], data: Any, where: Path, lines: dict[Path, int],
               problems: list[ConfigProblem]) -> M | None:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems += _problems_from(exc, where, lines)
+        problems += _problems_from(exc, where, lines, model)
         return None
 
 
-def _problems_from(exc: ValidationError, where: Path,
-                   lines: dict[Path, int]) -> list[ConfigProblem]:
+def _problems_from(exc: ValidationError, where: Path, lines: dict[Path, int],
+                   model: type[BaseModel]) -> list[ConfigProblem]:
     problems = []
-    for error in exc.errors(include_url=False):
-        loc = (*where, *(part for part in error["loc"] if not _is_union_branch(part)))
-        problems.append(_problem(loc, _message(error), lines))
+    # include_input=False: an error message never repeats the value (it may be a password).
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = tuple(part for part in error["loc"] if not _is_union_branch(part))
+        problems.append(_problem((*where, *loc), _message(error, model, loc), lines))
     return problems
 
 
@@ -355,18 +401,59 @@ def _is_union_branch(part: str | int) -> bool:
                                       or "[" in part)
 
 
-def _message(error: Any) -> str:
+def _message(error: Any, model: type[BaseModel], loc: Path) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + did_you_mean(loc[-1], keys_at(model, loc[:-1]))
     if kind == "missing":
         return "required key is missing"
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 
 
+def did_you_mean(key: object, known: list[str]) -> str:
+    """` (did you mean 'max_size'?)`, or the keys allowed there when there are few."""
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if 0 < len(known) <= 12:
+        return f" (expected one of: {', '.join(known)})"
+    return ""
+
+
+def keys_at(model: type[BaseModel], loc: Path) -> list[str]:
+    """The keys the config allows at `loc` inside `model` (following lists and unions)."""
+    types: list[Any] = [model]
+    for part in loc:
+        found: list[Any] = []
+        for candidate in _alternatives(types):
+            if isinstance(part, int) and get_origin(candidate) in (list, tuple):
+                found += get_args(candidate)[:1]
+            elif (isinstance(part, str) and isinstance(candidate, type)
+                  and issubclass(candidate, BaseModel) and part in candidate.model_fields):
+                found.append(candidate.model_fields[part].annotation)
+        types = found
+    keys = {name for candidate in _alternatives(types) if isinstance(candidate, type)
+            and issubclass(candidate, BaseModel) for name in candidate.model_fields}
+    return sorted(keys)
+
+
+def _alternatives(types: list[Any]) -> list[Any]:
+    """Every member of the unions and Optionals in `types`, Annotated unwrapped."""
+    flat: list[Any] = []
+    for annotation in types:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            flat += _alternatives([get_args(annotation)[0]])
+        elif origin in (Union, UnionType):
+            flat += _alternatives(list(get_args(annotation)))
+        else:
+            flat.append(annotation)
+    return flat
+
+
 def _problem(loc: Path, message: str, lines: dict[Path, int]) -> ConfigProblem:
-    return ConfigProblem(_dotted(loc), message, _line_of(loc, lines))
+    return ConfigProblem(_dotted(loc), message, line_of(loc, lines))
 
 
 def _dotted(loc: Path) -> str:
@@ -376,75 +463,12 @@ def _dotted(loc: Path) -> str:
     return text
 
 
-def _line_of(loc: Path, lines: dict[Path, int]) -> int | None:
+def line_of(loc: Path, lines: dict[Path, int]) -> int | None:
+    """The line of `loc`, or of its nearest parent in the file."""
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
     return None
-
-
-def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Path, int]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError([ConfigProblem("", f"YAML syntax: {exc.problem}", line)],
-                          source) from exc
-    if node is None:
-        raise ConfigError([ConfigProblem("", "the file is empty", 1)], source)
-    lines: dict[Path, int] = {}
-    problems: list[ConfigProblem] = []
-    data = _from_node(node, (), lines, problems)
-    if problems:
-        raise ConfigError(problems, source)
-    return data, lines
-
-
-def _from_node(node: yaml.Node, path: Path, lines: dict[Path, int],
-               problems: list[ConfigProblem]) -> Any:
-    """Plain data from a YAML node, recording the line of every key and item on the way."""
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            child = (*path, key)
-            if key in result:
-                problems.append(ConfigProblem(_dotted(child), "duplicate key",
-                                              key_node.start_mark.line + 1))
-            lines[child] = key_node.start_mark.line + 1
-            result[key] = _from_node(value_node, child, lines, problems)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_from_node(item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
-    return _scalar(node)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)
-
-
-def _substitute_env(data: Any, path: Path, env: Mapping[str, str], lines: dict[Path, int],
-                    problems: list[ConfigProblem]) -> Any:
-    """Replace `${NAME}` and `${NAME:-default}` in every string value from the environment."""
-    if isinstance(data, dict):
-        return {k: _substitute_env(v, (*path, k), env, lines, problems) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_substitute_env(v, (*path, i), env, lines, problems) for i, v in enumerate(data)]
-    if not isinstance(data, str) or "${" not in data:
-        return data
-
-    def replace(match: re.Match[str]) -> str:
-        name, default = match[1], match[2]
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        problems.append(_problem(path, f"environment variable {name} is not set "
-                                 f"(use ${{{name}:-default}} for an optional one)", lines))
-        return ""
-
-    return _ENV_REFERENCE.sub(replace, data)
 
 
 def config_json_schema(builtin_only: bool = False) -> dict[str, Any]:
