@@ -97,6 +97,11 @@ class MqttSink(Sink):
     def wants_commands(self) -> bool:
         return self.config.commands
 
+    @property
+    def accepting_commands(self) -> bool:
+        """The broker acknowledged the command subscriptions of this connection."""
+        return self._commands is not None and self._commands.subscribed.is_set()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _new_client(self) -> mqtt.Client:

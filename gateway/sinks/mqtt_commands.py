@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,8 @@ class CommandChannel:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retained_logged: set[str] = set()
+        self.subscribed = threading.Event()
+        """Set once the broker acknowledged the command subscriptions (cleared on a new one)."""
 
     def start(self, loop: asyncio.AbstractEventLoop,
               contexts: Mapping[str, DeviceContext]) -> None:
@@ -100,6 +103,7 @@ class CommandChannel:
         options: Any = (SubscribeOptions(qos=1, noLocal=True,
                                          retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
                         if self._mqtt5 else 1)
+        self.subscribed.clear()
         result, _ = self._client.subscribe([(f, options) for f in wanted])
         if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._subscribed = set(wanted)
@@ -113,6 +117,8 @@ class CommandChannel:
         if refused:
             log.error("mqtt: the broker refused the command subscription: %s "
                       "(no command will arrive)", ", ".join(refused))
+        else:
+            self.subscribed.set()
 
     def received(self, message: mqtt.MQTTMessage) -> None:
         properties = getattr(message, "properties", None)
