@@ -28,8 +28,10 @@ from gateway.errors import ConfigError
 from gateway.metrics import COUNTERS
 from gateway.runtime import Gateway
 from gateway.sinks.mqtt import MqttSink
+from gateway.sinks.sparkplug.sparkplug_b_pb2 import Payload
 from simulators.modbus import ModbusSimulator
 from tests.fixtures_mqtt import Mosquitto
+from tests.sparkplug_host import SparkplugHost
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = ["3.1.1", "5"]
@@ -324,3 +326,65 @@ def test_commands_need_a_per_tag_topic(tmp_path: Path) -> None:
         parse_config(text, env={})
     (problem,) = caught.value.problems
     assert problem.path == "sinks.mqtt.topic" and "{tag}" in problem.message
+
+
+def dcmd(metrics: list[tuple[str | None, int | None, int, object]]) -> bytes:
+    """A DCMD payload: (name, alias, datatype, value) per metric, encoded with the raw schema."""
+    payload = Payload(timestamp=time.time_ns() // 1_000_000)
+    for name, alias, datatype, value in metrics:
+        metric = payload.metrics.add()
+        if name is not None:
+            metric.name = name
+        if alias is not None:
+            metric.alias = alias
+        metric.datatype = datatype
+        if isinstance(value, bool):
+            metric.boolean_value = value
+        elif isinstance(value, float):
+            metric.float_value = value
+        else:
+            metric.int_value = int(value)  # type: ignore[call-overload]
+    return payload.SerializeToString()
+
+
+async def test_sparkplug_dcmd_by_name_and_alias_writes_and_answers_with_ddata(
+        tmp_path: Path, modbus_simulator: ModbusSimulator, mosquitto: Mosquitto) -> None:
+    group, edge = f"cmd-{uuid.uuid4().hex[:6]}", "edge-sp"
+    text = config_text(tmp_path, "plant", modbus_simulator.port, mosquitto.url, "3.1.1")
+    text = text.replace(
+        'mqtt: {url: "' + mosquitto.url + '", commands: true, protocol: "3.1.1"}',
+        f'scada: {{type: sparkplug, url: "{mosquitto.url}", group_id: {group}, '
+        f'edge_node_id: {edge}, commands: true}}')
+    gateway = Gateway(parse_config(text, env={}))
+    host = SparkplugHost(mosquitto.host, mosquitto.port, group, edge)
+    commander = Commander(mosquitto.host, mosquitto.port)
+    commander.start(f"spBv1.0/{group}/DCMD/#")
+    stop = asyncio.Event()
+    runner = asyncio.create_task(gateway.run(stop))
+    refused = COUNTERS.get("gateway_sink_commands_refused_total", sink="scada")
+    try:
+        await asyncio.to_thread(host.wait, lambda h: bool(h.of_kind("DBIRTH", "press-01")),
+                                30, "the DBIRTH")
+        born = host.of_kind("DBIRTH", "press-01")[-1].payload
+        alias = {m.name: m.alias for m in born.metrics}
+        topic = f"spBv1.0/{group}/DCMD/{edge}/press-01"
+        await asyncio.to_thread(commander.send, topic, dcmd([
+            ("setpoint", None, 9, 42.5),                      # by name
+            (None, alias["door_open"], 11, True),             # by alias
+            ("oil_temperature", None, 9, 1.0)]))              # read-only: refused
+        await asyncio.to_thread(host.wait, lambda h: any(
+            p.value == 42.5 for p in h.data_points("press-01", "setpoint")) and any(
+            p.value is True for p in h.data_points("press-01", "door_open")), 30,
+            "the DDATA of both writes")
+        await eventually(lambda: COUNTERS.get("gateway_sink_commands_refused_total",
+                                              sink="scada") == refused + 1, 20, "the refusal")
+        assert host.violations == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 30)
+        host.close()
+        commander.close()
+    assert modbus_simulator.read_registers(1, "holding", 100, 2) == encode_value(42.5,
+                                                                                "float32")
+    assert modbus_simulator.read_registers(1, "holding", 0, 1)[0] & 8
+    assert writes("oil_temperature", "refused") >= 1
