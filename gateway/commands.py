@@ -25,6 +25,9 @@ class Command:
     tag: str
     value: object
     id: str | None = None
+    reply_to: str | None = None
+    """Where the result goes besides the sink's own result topic (an MQTT 5 response topic),
+    for the log."""
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,29 @@ class CommandRouter:
         self._is_up = is_up
 
     async def execute(self, command: Command) -> CommandResult:
-        result = await self._execute(command)
+        return self._record(command, await self._execute(command))
+
+    def refuse(self, command: Command, reason: str) -> CommandResult:
+        """A command the sink could not even read (invalid JSON, no value, too many waiting):
+        refused, logged and counted like the others."""
+        return self._record(command, CommandResult(False, error=reason))
+
+    def _record(self, command: Command, result: CommandResult) -> CommandResult:
         outcome = "ok" if result.ok else "refused"
         COUNTERS.inc("gateway_writes_total", device=command.device, tag=command.tag,
                      result=outcome)
-        log.info("command %s.%s = %r (id %s): %s", command.device, command.tag, command.value,
-                 command.id, "ok, read back " + repr(result.value) if result.ok
+        log.info("command %s.%s = %r (id %s%s): %s", command.device, command.tag,
+                 command.value, command.id,
+                 f", response topic {command.reply_to}" if command.reply_to else "",
+                 "ok, read back " + repr(result.value) if result.ok
                  else f"refused: {result.error}")
         return result
+
+    def tags_of(self, device: str) -> list[str]:
+        """The tags of a running device (empty when there is none), to map topic levels
+        back to tag names."""
+        found = self._device_of(device)
+        return found[0].tag_names() if found is not None else []
 
     async def _execute(self, command: Command) -> CommandResult:
         found = self._device_of(command.device)

@@ -138,6 +138,34 @@ class MqttSinkConfig(SinkSettings):
     max_queued_messages: int = Field(
         20000, gt=0, le=65000,
         description="Cap on paho's in-flight queue (paho silently loses QoS 1 past 65,535)")
+    protocol: Literal["3.1.1", "5"] = Field(
+        "3.1.1", description="MQTT protocol version: 3.1.1 (default) or 5")
+    session_expiry: Duration = Field(
+        0.0, ge=0, description="MQTT 5: how long the broker keeps this client's session after "
+        "a disconnect (0: it ends with the connection, like 3.1.1's clean session)")
+    commands: bool = Field(
+        False, description="Accept writes on each writable tag's topic + /set and answer on "
+        "/set/result (see docs/commands.md)")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _bare_five(cls, protocol: object) -> object:
+        return "5" if protocol in (5, 5.0, "5.0") else protocol
+
+    @field_validator("session_expiry")
+    @classmethod
+    def _session_needs_five(cls, seconds: float, info: ValidationInfo) -> float:
+        if seconds and info.data.get("protocol") != "5":
+            raise ValueError("session_expiry needs protocol: 5 (3.1.1 has clean sessions)")
+        return seconds
+
+    @field_validator("commands")
+    @classmethod
+    def _commands_need_live_session(cls, commands: bool, info: ValidationInfo) -> bool:
+        if commands and info.data.get("session_expiry"):
+            raise ValueError("commands: true needs session_expiry: 0 (a kept session would "
+                             "queue commands while the gateway is offline and write them late)")
+        return commands
 
     @field_validator("url")
     @classmethod

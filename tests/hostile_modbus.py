@@ -10,7 +10,9 @@ import contextlib
 import struct
 
 MODES = ("ok", "fc4_for_fc3", "wrong_unit", "wrong_tid", "short_byte_count", "too_many",
-         "byte_count_lies", "garbage", "unknown_function", "http", "bad_echo")
+         "byte_count_lies", "garbage", "unknown_function", "http", "bad_echo", "clamp")
+CLAMP = 1000
+"""`clamp`: a PLC that keeps a written register at this at most (its own limit)."""
 
 
 class HostileModbusServer:
@@ -99,10 +101,14 @@ class HostileModbusServer:
             self.coils[address] = field == 0xFF00
             return pdu[:5]
         if function == 6:
-            self.registers[address] = field
+            self.registers[address] = self._kept(field)
             return pdu[:5]
         if function == 16:
             self.registers[address:address + field] = [
-                struct.unpack(">H", pdu[6 + 2 * i:8 + 2 * i])[0] for i in range(field)]
+                self._kept(struct.unpack(">H", pdu[6 + 2 * i:8 + 2 * i])[0])
+                for i in range(field)]
             return pdu[:5]
         return bytes([function | 0x80, 1])
+
+    def _kept(self, register: int) -> int:
+        return min(register, CLAMP) if self.mode == "clamp" else register

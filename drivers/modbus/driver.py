@@ -216,7 +216,9 @@ class ModbusDriver(Driver):
         Raises WriteRefused when nothing was written (unknown or read-only tag, wrong type,
         outside min/max, does not fit the type, an exception answer from the PLC);
         DeviceUnreachable when the device does not answer (the write may have happened);
-        DecodeError when a wrong answer to the write, or a bad read-back, leaves it unclear.
+        DecodeError when a wrong answer to the write, or a bad read-back, leaves it unclear, or
+        when the value read back is not the one written (the PLC clamped it, or its logic
+        overwrote it at once).
         """
         spec = check_writable(self.tags.get(tag), tag)
         planned = plan_write(spec, value)
@@ -229,7 +231,19 @@ class ModbusDriver(Driver):
         else:
             registers = encode_value(planned, "bool") if isinstance(planned, bool) else planned
             await self._write_registers(spec, registers)
-        return await self._read_back(spec)
+        read_back = await self._read_back(spec)
+        written = self._written_value(spec, planned)
+        if read_back != written:
+            raise DecodeError(f"read back {read_back!r} after writing {written!r}", self.name,
+                              spec.name)
+        return read_back
+
+    def _written_value(self, spec: ModbusTag, planned: bool | list[int]) -> object:
+        """What reading the tag should give after the write: the planned raw value decoded
+        (a value rounded to the raw step reads back rounded, not as it was asked)."""
+        if isinstance(planned, bool):
+            return planned
+        return self._reading(spec, planned, spec.address, utc_now()).value
 
     async def _write_bit(self, spec: ModbusTag, state: bool) -> None:
         """Read-modify-write of the status word: only the tag's bit changes (a bit the PLC

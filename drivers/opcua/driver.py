@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from drivers.opcua.notifications import NotificationBuffer
 from drivers.opcua.reasons import reason
 from drivers.opcua.session import open_client
 from drivers.opcua.values import quality_of, to_reading, to_value
-from gateway.errors import DeviceUnreachable, DriverError, WriteRefused
+from gateway.errors import DecodeError, DeviceUnreachable, DriverError, WriteRefused
 from gateway.models import Quality, Reading, bad_reading
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,11 @@ class OpcUaDriver(Driver):
             status_name = dv.StatusCode.name if dv.StatusCode is not None else "no value"
             raise DriverError(f"{tag}: written, but reading it back failed ({status_name})",
                               self.name, tag)
-        return to_value(dv.Value.Value)
+        read_back = to_value(dv.Value.Value)
+        if not _same_value(read_back, to_value(variant.Value), vtype):  # clamped or ignored
+            raise DecodeError(f"read back {read_back!r} after writing {variant.Value!r}",
+                              self.name, tag)
+        return read_back
 
     def _writable_index(self, tag: str) -> int:
         for index, config in enumerate(self.cfg.tags):
@@ -289,3 +294,13 @@ class OpcUaDriver(Driver):
                 await asyncio.wait_for(client.disconnect(), 2)
             except Exception:  # close never raises; the link may already be gone
                 log.debug("disconnect of %s failed", self.name, exc_info=True)
+
+
+def _same_value(read_back: object, written: object, vtype: ua.VariantType) -> bool:
+    """A Float node holds a float32: compare at that precision (1234.5678 reads back as
+    1234.5677...)."""
+    if vtype is ua.VariantType.Float and isinstance(read_back, float) and isinstance(
+            written, float):
+        pack = struct.Struct("<f")
+        return pack.pack(read_back) == pack.pack(written)
+    return read_back == written

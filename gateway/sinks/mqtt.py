@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway import __version__
 from gateway.config import MqttSinkConfig
@@ -29,6 +31,7 @@ from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading, iso_z, utc_now
 from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
+from gateway.sinks.mqtt_commands import CommandChannel
 from gateway.sinks.topics import (
     device_cycles,
     encode_device_payload,
@@ -119,7 +122,18 @@ class MqttSink(Sink):
         # fill the loop's self-pipe, which also carries signals: a full pipe loses a SIGTERM.
         self._acks: deque[int] = deque()
         self._drain_scheduled = False
+        self.mqtt5 = config.protocol == "5"
         self._client = self._new_client()
+        self._commands: CommandChannel | None = None
+
+    @property
+    def wants_commands(self) -> bool:
+        return self.config.commands
+
+    @property
+    def accepting_commands(self) -> bool:
+        """The broker acknowledged the command subscriptions of this connection."""
+        return self._commands is not None and self._commands.subscribed.is_set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,7 +141,7 @@ class MqttSink(Sink):
         config = self.config
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=config.client_id or f"shopfloor-{self.gateway_id}",
-                             protocol=mqtt.MQTTv311)
+                             protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311)
         username, password = self._url_credentials
         if config.username:
             username = config.username
@@ -151,18 +165,43 @@ class MqttSink(Sink):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._client.connect_async(self._host, self._port,
-                                   keepalive=max(1, int(self.config.keepalive)))
+        if self.config.commands:
+            self._start_commands(self._loop)
+        keepalive = max(1, int(self.config.keepalive))
+        if self.mqtt5:
+            # MQTT 5 splits 3.1.1's clean session: a clean start on the first connect, and
+            # the session kept `session_expiry` seconds after a disconnect (0: not at all).
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = int(self.config.session_expiry)
+            self._client.connect_async(self._host, self._port, keepalive=keepalive,
+                                       clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                       properties=properties)
+        else:
+            self._client.connect_async(self._host, self._port, keepalive=keepalive)
         self._client.loop_start()  # connects and reconnects by itself, with the delays above
+
+    def _start_commands(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.commands is None:
+            log.error("mqtt: %s has commands: true but no command router: commands are "
+                      "not accepted", self.name)
+            return
+        self._commands = CommandChannel(
+            self._client, self.commands, self.config.topic,
+            lambda device: self._levels(device, ""), self.mqtt5, self.name, self.counters)
+        self._commands.start(loop, self.contexts)
 
     async def close(self) -> None:
         """Publish the offline status (a clean DISCONNECT discards the last will), then
         disconnect."""
         self._closing = True
+        if self._commands is not None:
+            await self._commands.close()
         try:
             if self._connected:
                 info = self._client.publish(self.status_topic, self._status("offline"), qos=1,
@@ -291,6 +330,8 @@ class MqttSink(Sink):
     def update_contexts(self, contexts: Mapping[str, DeviceContext]) -> None:
         super().update_contexts(contexts)
         self._topics.clear()  # area or line may have changed
+        if self._commands is not None:
+            self._commands.update(contexts)
 
     def _topic(self, reading: Reading) -> str:
         key = (reading.device, reading.tag)
@@ -319,8 +360,8 @@ class MqttSink(Sink):
                     properties: Any) -> None:
         self._answered = True
         if reason.is_failure:
-            self._connect_failed(f"broker {self.url} refused the connection: {reason}",
-                                 logging.ERROR)
+            self._connect_failed(f"broker {self.url} refused the connection: "
+                                 f"{_reason(reason, properties)}", logging.ERROR)
             return
         if self._connect_failures:
             log.info("mqtt: connected to %s after %d failed attempt(s)", self.url,
@@ -329,6 +370,8 @@ class MqttSink(Sink):
             log.info("mqtt: connected to %s", self.url)
         self._connect_failures = 0
         self._early_close = None
+        if self._commands is not None:
+            self._commands.subscribe()  # a clean session has no subscriptions
         self._publish_online()
         self._call(self._set_connected, True)
 
@@ -379,7 +422,8 @@ class MqttSink(Sink):
         elif self._closing:
             log.info("mqtt: disconnected from %s", self.url)
         elif self._connect_failures == 0:  # not after each failed attempt of an outage
-            log.warning("mqtt: disconnected from %s: %s", self.url, reason)
+            log.warning("mqtt: disconnected from %s: %s", self.url,
+                        _reason(reason, properties))
         self._call(self._set_connected, False)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
@@ -388,6 +432,16 @@ class MqttSink(Sink):
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._call(self._drain_acks)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        if self._commands is not None:
+            self._commands.received(message)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[Any], properties: Any) -> None:
+        if self._commands is not None:
+            self._commands.on_subscribed(reason_codes)
 
     def _call(self, callback: Callable[..., object], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -425,3 +479,11 @@ class MqttSink(Sink):
     @property
     def topics_by_tag(self) -> dict[tuple[str, str], str]:
         return dict(self._topics)
+
+
+def _reason(reason: Any, properties: Any) -> str:
+    """A CONNACK's or DISCONNECT's reason with its code, and MQTT 5's reason string if the
+    broker sent one: `Not authorized (reason code 135: ...)`."""
+    text = f"{reason} (reason code {getattr(reason, 'value', reason)}"
+    reason_string = getattr(properties, "ReasonString", None)
+    return text + (f": {reason_string})" if reason_string else ")")

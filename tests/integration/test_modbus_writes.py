@@ -11,7 +11,7 @@ import pytest
 from drivers.modbus import ModbusDriver
 from drivers.modbus.codec import encode_value
 from drivers.modbus.config import ModbusDeviceConfig
-from gateway.errors import WriteRefused
+from gateway.errors import DecodeError, WriteRefused
 from simulators.modbus import ModbusSimulator
 from tests.hostile_modbus import HostileModbusServer
 
@@ -182,3 +182,24 @@ async def test_function_6_only_when_write_single_and_one_register() -> None:
         finally:
             await writer.close()
     assert server.registers[0:3] == [0xFFFD, 0xFFFD, 1]
+
+
+async def test_a_plc_that_keeps_another_value_fails_the_read_back_check() -> None:
+    async with HostileModbusServer("clamp") as server:
+        writer = driver(server.port, 1, [
+            {"name": "limit", "table": "holding", "address": 0, "type": "uint16",
+             "writable": True}])
+        await writer.connect()
+        try:
+            with pytest.raises(DecodeError, match="read back 1000 after writing 5000"):
+                await writer.write("limit", 5000)
+            assert await writer.write("limit", 999) == 999
+        finally:
+            await writer.close()
+
+
+async def test_a_value_rounded_to_the_raw_step_reads_back_as_rounded_not_refused(
+        press: ModbusDriver, modbus_simulator: ModbusSimulator) -> None:
+    # speed is raw * 0.1 + 1.5: 10.04 is raw 85.4, written as 85, read back as 10.0.
+    assert await press.write("speed", 10.04) == 10.0
+    assert registers(modbus_simulator, 110, 1) == [85]

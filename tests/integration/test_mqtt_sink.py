@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,25 @@ from gateway.sinks.mqtt import MqttSink
 from tests.fixtures_mqtt import Message, Mosquitto, MqttCollector, TlsBroker
 
 pytestmark = pytest.mark.integration
+PROTOCOLS = ["3.1.1", "5"]
 TS = datetime(2026, 11, 24, 1, 2, 3, 123456, tzinfo=UTC)
 CONTEXTS = {"press-01": DeviceContext("edge-01", "jeonju", "stamping", "line-1", "press-01")}
 
 
+_protocol = "3.1.1"
+
+
+@pytest.fixture(autouse=True, params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this file runs on MQTT 3.1.1 and on MQTT 5 (mosquitto speaks both)."""
+    global _protocol
+    _protocol = request.param
+    yield request.param
+    _protocol = "3.1.1"
+
+
 def make_sink(url: str, counters: Counters | None = None, **settings: Any) -> MqttSink:
-    config = MqttSinkConfig(url=url, **settings)
+    config = MqttSinkConfig(url=url, protocol=_protocol, **settings)  # type: ignore[arg-type]
     return MqttSink(config, "edge-01", "jeonju", CONTEXTS, counters or Counters())
 
 
@@ -150,7 +163,7 @@ async def test_a_late_subscriber_gets_the_retained_online_status(
 
 def test_last_will_marks_a_killed_gateway_offline(
         mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector],
-        tmp_path: Path) -> None:
+        tmp_path: Path, protocol: str) -> None:
     script = tmp_path / "publisher.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio
@@ -159,13 +172,17 @@ def test_last_will_marks_a_killed_gateway_offline(
 
         async def main():
             sink = MqttSink(MqttSinkConfig(url="{mosquitto.url}", keepalive=1,
-                                           client_id="will-test"), "will-gw", "jeonju", {{}})
+                                           protocol="{protocol}", client_id="will-test"),
+                            "will-gw", "jeonju", {{}})
             await sink.start()
             await asyncio.sleep(60)
 
         asyncio.run(main())
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ})
+    # The code under test, not whichever checkout the virtualenv has installed.
+    root = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, str(script)],
+                            env={**os.environ, "PYTHONPATH": root})
     try:
         collector = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/_gateway/will-gw/#")
         collector.wait_for(lambda m: bool(m) and m[-1].payload["state"] == "online", 15)
@@ -374,7 +391,7 @@ async def test_mqtts_wrong_password_is_refused_with_a_clear_log(
             await sink.send(counter_readings(1))
     finally:
         await sink.close()
-    assert "refused the connection: Not authorized" in caplog.text
+    assert "refused the connection: Not authorized (reason code 135" in caplog.text
     assert "wrong" not in caplog.text
 
 

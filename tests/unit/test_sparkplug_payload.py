@@ -181,3 +181,25 @@ def test_config_requires_group_id_and_refuses_unknown_keys() -> None:
         SparkplugSinkConfig(group_id="g", barrier_topic="spBv1.0/x")
     config = SparkplugSinkConfig(group_id="g", edge_node_id="", password="")
     assert config.edge_node_id is None and config.password is None and not config.commands
+
+
+@given(st.sampled_from([sp.INT8, sp.INT16, sp.INT32, sp.INT64]), st.data())
+def test_dcmd_signed_values_round_trip_tahus_twos_complement(datatype: int,
+                                                           data: st.DataObject) -> None:
+    low, high = sp.INT_RANGES[datatype]
+    value = data.draw(st.integers(low, high))
+    payload = Payload()
+    metric = payload.metrics.add()
+    metric.name, metric.datatype = "setpoint", datatype
+    sp.set_value(metric, datatype, value)
+    [command] = sp.command_metrics(payload.SerializeToString())
+    assert (command.name, command.alias, command.value) == ("setpoint", None, value)
+
+
+def test_dcmd_by_alias_with_a_float_and_garbage_refused() -> None:
+    payload = Payload()
+    metric = payload.metrics.add()
+    metric.alias, metric.datatype, metric.float_value = 7, sp.FLOAT, 42.5
+    assert sp.command_metrics(payload.SerializeToString()) == [sp.CommandMetric(None, 7, 42.5)]
+    with pytest.raises(sp.PayloadError):
+        sp.command_metrics(b"\xff\xff\xff")

@@ -30,8 +30,8 @@ class SparkplugSinkConfig(SinkSettings):
         None, pattern=_ID, description="Publish only while this host's spBv1.0/STATE says "
         "online; the backlog follows the births as historical data")
     client_id: str | None = Field(None, description="Defaults to shopfloor-<gateway id>-sparkplug")
-    commands: bool = Field(False, description="Accept DCMD writes (not wired yet: a DCMD is "
-                           "logged and refused)")
+    commands: bool = Field(False, description="Accept DCMD writes to writable tags (by name "
+                           "or alias); each write is answered by a DDATA of the value read back")
     keepalive: Duration = 30.0
     batch_size: int = Field(5000, gt=0, le=100000,
                             description="Readings per batch confirmed together (one QoS 1 "

@@ -306,3 +306,32 @@ def asks_rebirth(data: bytes) -> bool:
     """An NCMD that sets `Node Control/Rebirth` to true."""
     return any(m.name == REBIRTH_METRIC and m.HasField("boolean_value") and m.boolean_value
                for m in parse(data).metrics)
+
+
+@dataclass(frozen=True)
+class CommandMetric:
+    """One metric of a DCMD: by name, or by alias alone, and the value it asks for."""
+
+    name: str | None
+    alias: int | None
+    value: Value
+
+
+_SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
+
+
+def command_metrics(data: bytes) -> list[CommandMetric]:
+    """The metrics of a DCMD, values decoded by their datatype (a signed integer undoes
+    Tahu's two's complement). PayloadError for bytes that are no Sparkplug payload."""
+    metrics = []
+    for metric in parse(data).metrics:
+        field = metric.WhichOneof("value")
+        value: Value = None if metric.is_null or field is None else getattr(metric, field)
+        bits = _SIGNED_BITS.get(metric.datatype)
+        if bits is not None and isinstance(value, int):
+            value &= (1 << bits) - 1
+            value = value - (1 << bits) if value >> (bits - 1) else value
+        metrics.append(CommandMetric(metric.name if metric.HasField("name") else None,
+                                     metric.alias if metric.HasField("alias") else None,
+                                     value))
+    return metrics

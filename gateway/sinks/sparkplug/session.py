@@ -89,14 +89,20 @@ class AliasTable:
     def __init__(self, first: int = 1) -> None:
         self._next = first
         self._aliases: dict[tuple[str, str], int] = {}
+        self._by_alias: dict[int, tuple[str, str]] = {}
 
     def alias(self, device: str, tag: str) -> int:
         key = (device, tag)
         alias = self._aliases.get(key)
         if alias is None:
             alias = self._aliases[key] = self._next
+            self._by_alias[alias] = key
             self._next += 1
         return alias
+
+    def key_of(self, alias: int) -> tuple[str, str] | None:
+        """The (device, tag) of an alias given out, for a DCMD by alias."""
+        return self._by_alias.get(alias)
 
 
 # -- what readings become ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from gateway.commands import Command, CommandResult
 from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading
@@ -131,6 +132,10 @@ class SparkplugSink(Sink):
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._client = self._new_client()
+
+    @property
+    def wants_commands(self) -> bool:
+        return self.config.commands
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -426,9 +431,71 @@ class SparkplugSink(Sink):
         elif topic == self._node_topic.format("NCMD"):
             self._handle_ncmd(data)
         elif topic.startswith(self._node_topic.format("DCMD") + "/"):
-            log.warning("sparkplug: DCMD on %s refused: commands are not enabled on this "
-                        "gateway", topic)
-            self.counters.inc("gateway_sink_commands_refused_total", sink=self.name)
+            self._handle_dcmd(topic, data)
+
+    # -- DCMD: writes (event loop) -----------------------------------------------------------
+
+    def _handle_dcmd(self, topic: str, data: bytes) -> None:
+        """Each metric of a DCMD, by name or alias, goes to the router in order; a write that
+        is carried out is answered, as Sparkplug hosts expect, by a DDATA of the metric with
+        the value read back. Refusals have no answer in Sparkplug: logged and counted."""
+        if not self.config.commands or self.commands is None:
+            self._refuse_dcmd(f"DCMD on {topic}: commands are not enabled on this gateway")
+            return
+        device_level = topic.rsplit("/", 1)[1]
+        device = next((name for name in self.contexts
+                       if (level(name) or "_") == device_level), None)
+        if device is None:
+            self._refuse_dcmd(f"DCMD on {topic}: no device {device_level!r} is configured")
+            return
+        try:
+            metrics = sp.command_metrics(data)
+        except sp.PayloadError as exc:
+            self._refuse_dcmd(f"DCMD for {device}: {exc}")
+            return
+        for metric in metrics:
+            tag = self._dcmd_tag(device, metric)
+            if tag is None:
+                self._refuse_dcmd(f"DCMD for {device}: metric {metric.name or metric.alias!r} "
+                                  "is not one of the device's metrics")
+                continue
+            self._spawn(self._run_dcmd(Command(device, tag, metric.value)))
+
+    def _dcmd_tag(self, device: str, metric: sp.CommandMetric) -> str | None:
+        if metric.name:
+            return metric.name  # the router answers an unknown name
+        key = self._aliases.key_of(metric.alias) if metric.alias is not None else None
+        return key[1] if key is not None and key[0] == device else None
+
+    def _refuse_dcmd(self, message: str) -> None:
+        log.warning("sparkplug: %s; refused", message)
+        self.counters.inc("gateway_sink_commands_refused_total", sink=self.name)
+
+    async def _run_dcmd(self, command: Command) -> None:
+        assert self.commands is not None
+        result = await self.commands.execute(command)
+        if not result.ok:
+            self._refuse_dcmd(f"DCMD {command.device}.{command.tag} = {command.value!r}: "
+                              f"{result.error}")
+            return
+        self._publish_written(command, result)
+
+    def _publish_written(self, command: Command, result: CommandResult) -> None:
+        """The DDATA of a written metric, if the session has born it (else the next DBIRTH
+        carries the value)."""
+        state = self._state.devices.get(command.device)
+        if not self._live or state is None or state.born_tags is None \
+                or command.tag not in state.born_tags:
+            return
+        reading = Reading(device=command.device, tag=command.tag,
+                          value=result.value,
+                          source_ts=result.ts)
+        payload, _ = sp.device_data(self._seq.take(), now_ms(),
+                                    [(reading, self._spec(reading), False)])
+        try:
+            self._publish(self._device_topic("DDATA", command.device), payload)
+        except SinkError as exc:
+            log.debug("sparkplug: DDATA of a write not sent: %s", exc)
 
     def _handle_ncmd(self, data: bytes) -> None:
         try:
