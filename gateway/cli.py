@@ -123,6 +123,10 @@ def _print_plans(config: GatewayConfig) -> None:
 
     for driver in build_drivers(config.devices):
         print(driver.describe_plan())
+    from drivers.modbus.busload import describe_buses
+
+    for line in describe_buses(config.devices):  # shared serial lines and TCP links
+        print(line)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -397,12 +397,20 @@ def _from_node(node: yaml.Node, path: Path, lines: dict[Path, int],
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        # YAML merge keys (`<<: *bus`): the merged entries come first and the mapping's own
+        # keys may override them (a bus's settings, then each device's unit_id).
+        own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+        yaml.SafeLoader("").flatten_mapping(node)
+        merged = len(node.value) - own
+        seen: set[Any] = set()  # the mapping's own keys
+        for index, (key_node, value_node) in enumerate(node.value):
             key = _scalar(key_node)
             child = (*path, key)
-            if key in result:
+            if index >= merged and key in seen:
                 problems.append(ConfigProblem(_dotted(child), "duplicate key",
                                               key_node.start_mark.line + 1))
+            if index >= merged:
+                seen.add(key)
             lines[child] = key_node.start_mark.line + 1
             result[key] = _from_node(value_node, child, lines, problems)
         return result

@@ -74,3 +74,22 @@ def test_link_keys() -> None:
 def test_a_serial_line_cannot_use_the_socket_framer() -> None:
     with pytest.raises(ValueError, match="framer socket"):
         ModbusConnection.model_validate({"serial": "/dev/ttyUSB0", "framer": "socket"})
+
+
+def test_a_bus_written_once_with_a_yaml_merge_key() -> None:
+    text = HEAD + textwrap.indent(textwrap.dedent("""\
+        - name: m1
+          driver: modbus
+          connection: &bus {serial: /dev/ttyUSB0, baudrate: 9600, unit_id: 1}
+          tags: [{name: kwh, table: input, address: 0}]
+        - name: m2
+          driver: modbus
+          connection: {<<: *bus, unit_id: 2}
+          tags: [{name: kwh, table: input, address: 0}]
+        """), "  ")
+    _, m2 = parse_config(text, "bus.yaml", {}).devices
+    assert (m2.connection.serial, m2.connection.baudrate, m2.connection.unit_id) == \
+        ("/dev/ttyUSB0", 9600, 2)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text.replace("unit_id: 2}", "unit_id: 2, unit_id: 3}"), "bus.yaml", {})
+    assert [p.message for p in caught.value.problems] == ["duplicate key"]
