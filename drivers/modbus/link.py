@@ -89,8 +89,10 @@ Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 class ModbusLink:
     """One connection (TCP socket or serial port) and the devices that share it."""
 
-    def __init__(self, key: LinkKey, connection: ModbusConnection) -> None:
+    def __init__(self, key: LinkKey, connection: ModbusConnection,
+                 dead_after: int | None = DEAD_AFTER) -> None:
         self.key = key
+        self.dead_after = dead_after  # None: never closed for silence (probe asks absent units)
         self.connection = connection  # the first device's: the link settings all agree on
         self.users: dict[str, int] = {}  # device name -> its unit id
         self.lock = asyncio.Lock()
@@ -219,7 +221,9 @@ class ModbusLink:
         reconnect it), and only then: a unit that is off must not cut its neighbours off."""
         self._timeouts += 1
         self._silent.add(unit_id)
-        if self._timeouts >= DEAD_AFTER and self._silent >= set(self.users.values()):
+        if self.dead_after is None or self._timeouts < self.dead_after:
+            return
+        if self._silent >= set(self.users.values()):
             log.warning("link %s: no unit answers (%s), reconnecting", self.where,
                         ", ".join(str(u) for u in sorted(self._silent)))
             self.watch.lost = True

@@ -167,7 +167,8 @@ def rank_orders(samples: Sequence[Sequence[int]], data_type: DataType, *, scale:
     """The four orders, likeliest first, for the registers of one tag read several times.
 
     Plausible: every read decodes, is finite and not a denormal, within `low`..`high` (the
-    tag's min/max) when given, and stable (the reads spread by at most 10% of their size).
+    tag's min/max) when given, and for floats stable (the reads spread by at most 10% of their
+    size).
     Among plausible orders: integers that move in the smallest steps (a counter steps by 1; in
     the wrong byte order by 256, the wrong word order by 65,536), then the smallest; floats
     with the fewest digits (a byte swap makes 3.002392 of a PLC's 3.003, a word swap 0.0473 of
@@ -217,7 +218,8 @@ def _implausible(numbers: list[float], data_type: str, low: float | None,
     if high is not None and max(numbers) > high:
         problems.append(f"above max {high:g}")
     size = max(abs(n) for n in numbers)
-    if max(numbers) - min(numbers) > 0.1 * size:
+    # Integers are counters as often as not: how they move is ranked, not ruled out.
+    if data_type.startswith("float") and max(numbers) - min(numbers) > 0.1 * size:
         problems.append("unstable across reads")
     return problems
 
