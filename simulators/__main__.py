@@ -91,7 +91,8 @@ async def _serve(args: argparse.Namespace) -> int:
     simulator = ModbusSimulator(host=args.host, port=args.modbus_port, seed=args.seed,
                                 tick=parse_duration(args.tick), serial_port=args.serial,
                                 baudrate=args.baudrate, parity=args.parity,
-                                stopbits=args.stopbits)
+                                stopbits=args.stopbits, framer=args.framer,
+                                max_connections=args.max_connections)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(simulator)
         where = args.serial or f"{args.host}:{simulator.port}"

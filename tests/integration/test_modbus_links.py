@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -221,3 +222,22 @@ async def test_the_link_reconnects_and_every_device_keeps_polling(
         await until(lambda: all(polls.good(f"unit-{u}") >= before[u] + 3 for u in (1, 2, 3)),
                     "every device polling again")
         assert modbus_simulator.connections == 2
+
+
+async def test_the_simulator_cli_serves_a_one_connection_rtu_gateway() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators", "--modbus-port", "0", "--framer", "rtu",
+        "--max-connections", "1", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE)
+        port = int(line.decode().rsplit(":", 1)[1])  # "modbus simulator: ... on HOST:PORT"
+        config = config_of([device(u, "100ms", {"host": "127.0.0.1", "port": port,
+                                                "framer": "rtu"}) for u in (1, 2, 3)])
+        async with supervising(config) as (_, polls):
+            await until(lambda: all(polls.good(f"unit-{u}") >= 3 for u in (1, 2, 3)),
+                        "good polls of all three through one RTU connection")
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), DEADLINE)
