@@ -1,4 +1,4 @@
-"""Command line: `gateway run|check|discover|schema|demo` (also `python -m gateway`)."""
+"""Command line: `gateway run|check|discover|probe|schema|demo` (also `python -m gateway`)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_discover_arguments(discover)
     discover.set_defaults(command=_discover)
 
+    probe = commands.add_parser(
+        "probe", help="find the unit ids and register ranges of a Modbus device or bus",
+        description="Scan unit ids and register ranges with exception-aware block reads and "
+        "print what answers; with --config, rank each multi-register tag's byte/word orders "
+        "and print a config diff. Exit 2 when nothing answers or the probe cannot run.")
+    _add_probe_arguments(probe)
+    probe.set_defaults(command=_probe)
+
     schema = commands.add_parser("schema", help="print the config's JSON Schema")
     schema.add_argument("--markdown", action="store_true",
                         help="print the configuration reference (docs/configuration.md)")
@@ -115,6 +123,18 @@ def _discover(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    from drivers.modbus.probe import add_arguments
+
+    add_arguments(parser)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from drivers.modbus.probe import run
+
+    return run(args)
+
+
 def _check(args: argparse.Namespace) -> int:
     """Everything `run` would refuse, without touching a device; a port in use now is only
     a warning (the running gateway this file is checked for may hold it)."""
@@ -127,8 +147,12 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} device(s), "
           f"{tags} tag(s), sinks: {', '.join(sinks)}")
     if args.plan:
+        from drivers.modbus.busload import describe_buses
+
         for driver in drivers:
             print(driver.describe_plan())
+        for line in describe_buses(config.devices):  # shared serial lines and TCP links
+            print(line)
     return 0
 
 

@@ -328,6 +328,7 @@ def _parse(text: str, source: str, env: Mapping[str, str]
 def _validate_devices(raw_devices: Any, lines: dict[Path, int],
                       problems: list[ConfigProblem]) -> list[DeviceConfig]:
     devices: list[DeviceConfig] = []
+    placed: list[tuple[int, DeviceConfig]] = []
     if not isinstance(raw_devices, list):
         return devices  # the first pass reported it
     first_index: dict[Any, int] = {}
@@ -337,12 +338,36 @@ def _validate_devices(raw_devices: Any, lines: dict[Path, int],
         device = _validate_device(raw, ("devices", index), lines, problems)
         if device is not None:
             devices.append(device)
+            placed.append((index, device))
             problems += _oee_problems(device, ("devices", index), lines)
         name = raw.get("name")
         if isinstance(name, str) and first_index.setdefault(name, index) != index:
             problems.append(_problem(("devices", index, "name"),
                                      f"duplicate device name {name!r}", lines))
+    problems += _shared_link_problems(placed, lines)
     return devices
+
+
+def _shared_link_problems(devices: list[tuple[int, DeviceConfig]],
+                          lines: dict[Path, int]) -> list[ConfigProblem]:
+    """Devices on one serial port (or one host:port) share one link, whose settings they must
+    agree on (a driver's config says which through `shared_link()`)."""
+    first: dict[object, tuple[str, dict[str, object]]] = {}
+    problems: list[ConfigProblem] = []
+    for index, device in devices:
+        shared = getattr(device, "shared_link", None)
+        if shared is None or not device.enabled:
+            continue
+        key, settings = shared()
+        name, agreed = first.setdefault((device.driver, key), (device.name, settings))
+        for setting, value in settings.items():
+            if name != device.name and agreed.get(setting) != value:
+                problems.append(_problem(
+                    ("devices", index, "connection", setting),
+                    f"{setting} {value} differs from {agreed.get(setting)} of device {name} on "
+                    f"the same link ({' '.join(key[1:])}): devices on one link must agree",
+                    lines))
+    return problems
 
 
 def _oee_problems(device: DeviceConfig, where: Path,

@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     modbus.add_argument("--baudrate", type=int, default=19200)
     modbus.add_argument("--parity", choices=("N", "E", "O"), default="N")
     modbus.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    modbus.add_argument("--framer", choices=("socket", "rtu"), default="socket",
+                        help="TCP framing: socket (Modbus TCP) or rtu (RTU over TCP, as a "
+                        "serial gateway in transparent mode)")
+    modbus.add_argument("--max-connections", type=int, default=None, metavar="N",
+                        help="TCP clients served at once (1: a serial gateway); more are closed")
     opcua = parser.add_argument_group("OPC UA")
     opcua.add_argument("--opcua-port", type=int, default=None,
                        help="also serve the CNC on opc.tcp://HOST:PORT/ (0: any free port)")
@@ -86,7 +91,8 @@ async def _serve(args: argparse.Namespace) -> int:
     simulator = ModbusSimulator(host=args.host, port=args.modbus_port, seed=args.seed,
                                 tick=parse_duration(args.tick), serial_port=args.serial,
                                 baudrate=args.baudrate, parity=args.parity,
-                                stopbits=args.stopbits)
+                                stopbits=args.stopbits, framer=args.framer,
+                                max_connections=args.max_connections)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(simulator)
         where = args.serial or f"{args.host}:{simulator.port}"

@@ -25,12 +25,38 @@ class ModbusConnection(StrictModel):
     bytesize: Literal[7, 8] = Field(8, description="RTU data bits: 7 or 8")
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id")
     timeout: Duration = Field(1.0, gt=0, description="Answer timeout of one request")
+    framer: Literal["socket", "rtu"] | None = Field(
+        None, description="socket (Modbus TCP, the default with host) or rtu (the default with "
+        "serial; with host: RTU over TCP, for serial gateways in transparent mode)")
+    link_delay: Duration = Field(0.0, ge=0, le=10, description="Silence before each request on "
+                                 "the link (shared by every device on the port), e.g. 5ms")
 
     @model_validator(mode="after")
     def _tcp_or_rtu(self) -> ModbusConnection:
         if (self.host is None) == (self.serial is None):
             raise ValueError("give exactly one of host (Modbus TCP) or serial (Modbus RTU)")
+        if self.serial is not None and self.framer == "socket":
+            raise ValueError("framer socket (Modbus TCP) needs host; a serial line speaks rtu")
         return self
+
+    @property
+    def framing(self) -> Literal["socket", "rtu"]:
+        """The framer in use: the configured one, or the transport's own."""
+        return self.framer or ("socket" if self.host is not None else "rtu")
+
+    def link_key(self) -> tuple[str, ...]:
+        """Devices with the same key share one link (one client, one request at a time)."""
+        if self.serial is not None:
+            return ("serial", self.serial)
+        return ("tcp", str(self.host), str(self.port), self.framing)
+
+    def link_settings(self) -> dict[str, object]:
+        """What every device on one link must agree on (key -> value)."""
+        if self.serial is not None:
+            return {"baudrate": self.baudrate, "parity": self.parity,
+                    "stopbits": self.stopbits, "bytesize": self.bytesize,
+                    "link_delay": self.link_delay}
+        return {"link_delay": self.link_delay}
 
 
 class ModbusTag(TagConfig):
@@ -159,6 +185,11 @@ class ModbusDeviceConfig(DeviceConfig):
 
     def tag_types(self) -> dict[str, str]:
         return {tag.name: tag.type for tag in self.tags}
+
+    def shared_link(self) -> tuple[tuple[str, ...], dict[str, object]]:
+        """(link key, settings every device on that link must agree on): for the config's
+        cross-device check (gateway/config.py)."""
+        return self.connection.link_key(), self.connection.link_settings()
 
     def value_types(self) -> dict[str, str]:
         return {tag.name: "float64" if tag.type not in ("bool", "string") and

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import DeviceConfig, Driver
-from drivers.modbus.answers import AnswerProblem, Expected
+from drivers.modbus.answers import Expected
 from drivers.modbus.codec import apply_scale, decode_registers, encode_value, is_finite, set_bit
 from drivers.modbus.config import ModbusDeviceConfig, ModbusTag
-from drivers.modbus.framing import CheckedRtuFramer, CheckedSocketFramer, quiet_pymodbus
+from drivers.modbus.framing import quiet_pymodbus
+from drivers.modbus.link import BadAnswer, ModbusLink, links
 from drivers.modbus.planner import BIT_TABLES, ReadPlan, ReadRequest, TagSpan, plan_reads
 from drivers.modbus.writes import check_writable, plan_write
 from gateway.errors import DecodeError, DeviceUnreachable, WriteRefused
@@ -33,50 +31,6 @@ _READ_METHOD = {"holding": "read_holding_registers", "input": "read_input_regist
                 "coil": "read_coils", "discrete": "read_discrete_inputs"}
 _TRANSACTION_IDS = re.compile(r"transaction id \d+, expected \d+")
 _READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-
-
-class _Link:
-    """One connection's state. pymodbus 3.16 does not fail a pending request when the peer
-    closes the connection (measured: the request waits out its full timeout), so its
-    connect/disconnect callback cancels the request in flight instead; the checked framer
-    (framing.py) does the same for an answer that is wrong. One `_Link` per client, so a late
-    callback from a closed client cannot touch the next connection."""
-
-    def __init__(self) -> None:
-        self.lost = False
-        self.inflight: asyncio.Task[Any] | None = None
-        self.expected: Expected | None = None
-        self.failure: AnswerProblem | None = None
-        self.skipped: str | None = None
-
-    def changed(self, connected: bool) -> None:
-        if not connected:
-            self.lost = True
-            self._cancel()
-
-    def fail(self, problem: AnswerProblem) -> None:
-        if self.failure is None:
-            self.failure = problem
-        self._cancel()
-
-    def skip(self, what: str) -> None:
-        self.skipped = what
-
-    def start(self, expected: Expected) -> None:
-        self.expected, self.failure, self.skipped = expected, None, None
-
-    def _cancel(self) -> None:
-        if self.inflight is not None:
-            self.inflight.cancel()
-
-
-class _BadAnswer(Exception):
-    """An answer that does not answer its request (internal: becomes bad readings, or the
-    reason a write failed)."""
-
-    def __init__(self, problem: AnswerProblem) -> None:
-        self.problem = problem
-        super().__init__(problem.reason)
 
 
 class ModbusDriver(Driver):
@@ -96,8 +50,7 @@ class ModbusDriver(Driver):
         self._layout = {request: [(self.tags[span.name], span.address - request.start,
                                    _plain_sign(self.tags[span.name])) for span in request.tags]
                         for request in self.plan.requests}
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        self._link = _Link()
+        self._link: ModbusLink | None = None  # shared with the devices on the same port
         # The last problem of each request, logged when it starts, changes and ends.
         self._problems: dict[ReadRequest, str] = {}
         quiet_pymodbus()
@@ -107,45 +60,24 @@ class ModbusDriver(Driver):
 
     def describe_plan(self) -> str:
         conn = self.settings.connection
-        where = (f"tcp {conn.host}:{conn.port}" if conn.host else
+        framing = "" if conn.framing == "socket" else " rtu"
+        where = (f"tcp {conn.host}:{conn.port}{framing}" if conn.host else
                  f"rtu {conn.serial} {conn.baudrate} {conn.bytesize}{conn.parity}{conn.stopbits}")
         lines = [f"{self.name} ({where}, unit {conn.unit_id}): {len(self.tags)} tags in "
                  f"{len(self.plan.requests)} request(s) per poll"]
         return "\n".join([lines[0], *(f"  {line}" for line in self.plan.describe())])
 
     async def connect(self) -> None:
-        conn = self.settings.connection
-        # pymodbus must neither reconnect nor retry on its own: the runtime reconnects with
-        # backoff, and retries would multiply the timeout of a device that is down.
-        self._link = _Link()
-        common: dict[str, Any] = {"timeout": conn.timeout, "retries": 0, "reconnect_delay": 0,
-                                  "trace_connect": self._link.changed}
-        if conn.host is not None:
-            self._client = AsyncModbusTcpClient(conn.host, port=conn.port, **common)
-            where = f"{conn.host}:{conn.port}"
-        else:
-            assert conn.serial is not None
-            self._client = AsyncModbusSerialClient(
-                conn.serial, baudrate=conn.baudrate, parity=conn.parity, stopbits=conn.stopbits,
-                bytesize=conn.bytesize, **common)
-            where = conn.serial
-        framer = self._client.ctx.framer
-        checked = CheckedSocketFramer if conn.host is not None else CheckedRtuFramer
-        self._client.ctx.framer = checked(framer.decoder, self._link)
-        try:
-            connected = await self._client.connect()
-        except (OSError, ModbusException) as exc:
-            raise DeviceUnreachable(f"cannot connect to {where}: {exc}", self.name) from exc
-        if not connected:
-            raise DeviceUnreachable(f"cannot connect to {where}", self.name)
+        """Join the link of this device's port (opened by the first device that needs it)."""
+        if self._link is None:
+            self._link = links().acquire(self.name, self.settings.connection)
+        await self._link.connect(self.name)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception as exc:  # close never raises
-                log.debug("%s: error while closing: %s", self.name, exc)
+        """Leave the link; the last device on it closes it."""
+        link, self._link = self._link, None
+        if link is not None:
+            links().release(self.name, link)
 
     async def read(self) -> list[Reading]:
         readings: list[Reading] = []
@@ -158,7 +90,7 @@ class ModbusDriver(Driver):
         try:
             answer = await self._call(expected, _READ_METHOD[request.table], request.start,
                                       count=request.count)
-        except _BadAnswer as bad:
+        except BadAnswer as bad:
             return self._all_bad(request, bad.problem.reason, bad.problem.kind, utc_now())
         arrived = utc_now()
         if answer.isError():
@@ -176,39 +108,14 @@ class ModbusDriver(Driver):
 
     async def _call(self, expected: Expected, method: str, *args: Any,
                     **kwargs: Any) -> ModbusPDU:
-        """One request and its answer, checked against it (framing.py). Raises
-        DeviceUnreachable (no answer, connection lost) or _BadAnswer (a wrong answer)."""
-        if self._client is None or not self._client.connected or self._link.lost:
+        """One request and its answer, checked against it, in turn with the other devices on
+        the link. Raises DeviceUnreachable (no answer, connection lost) or BadAnswer."""
+        if self._link is None:
             raise DeviceUnreachable("not connected", self.name)
         COUNTERS.inc("gateway_modbus_requests_total", device=self.name)
-        unit_id = self.settings.connection.unit_id
-        link = self._link
-        link.start(expected)
-        link.inflight = asyncio.ensure_future(
-            getattr(self._client, method)(*args, device_id=unit_id, **kwargs))
-        try:
-            answer: ModbusPDU = await link.inflight
-            return answer
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            if link.failure is not None:
-                raise _BadAnswer(link.failure) from None
-            if link.lost:
-                raise DeviceUnreachable(f"connection to unit {unit_id} lost", self.name) from None
-            raise
-        except (ModbusException, OSError) as exc:
-            if link.skipped is not None:
-                # Something came back, but not an answer to this request.
-                raise _BadAnswer(AnswerProblem("mismatch", f"no matching answer: "
-                                                           f"{link.skipped}")) from None
-            # pymodbus 3.16 reports a timeout as ModbusIOException and a dropped connection as
-            # ConnectionException; OSError covers a socket that fails under it.
-            raise DeviceUnreachable(f"no answer from unit {unit_id}: {exc}", self.name) from exc
-        finally:
-            link.inflight = None
-            link.expected = None
+        conn = self.settings.connection
+        return await self._link.call(self.name, conn.unit_id, conn.timeout, expected, method,
+                                     *args, **kwargs)
 
     async def write(self, tag: str, value: object) -> object:
         """Write `value` (engineering units) to `tag`, read the tag back and return that value.
@@ -269,7 +176,7 @@ class ModbusDriver(Driver):
                      *args: Any) -> None:
         try:
             answer = await self._call(expected, method, *args)
-        except _BadAnswer as bad:
+        except BadAnswer as bad:
             COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=bad.problem.kind)
             raise DecodeError(f"unclear whether it was written: {bad.problem.reason}",
                               self.name, spec.name) from None
@@ -283,7 +190,7 @@ class ModbusDriver(Driver):
         expected = Expected(_READ_FUNCTION[table], spec.address, count)
         try:
             answer = await self._call(expected, _READ_METHOD[table], spec.address, count=count)
-        except _BadAnswer as bad:
+        except BadAnswer as bad:
             COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=bad.problem.kind)
             raise DecodeError(bad.problem.reason, self.name, spec.name) from None
         if answer.isError():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -139,10 +140,25 @@ class _RequestHandler(ServerRequestHandler):
     def handle_later(self) -> None:
         """pymodbus schedules this for every decoded request: answered in `callback_data`."""
 
+    def callback_connected(self) -> None:
+        """Count the connection; one over `max_connections` is closed at once, as a serial
+        gateway that takes one TCP client does."""
+        super().callback_connected()
+        simulator = self.simulator
+        limit = simulator.max_connections
+        if limit is not None and len(self.server.active_connections) > limit:
+            simulator.refused += 1
+            self.loop.call_soon(self.close)
+            return
+        simulator.connections += 1
+
     async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None) -> None:
         simulator, device_id = self.simulator, request.dev_id
         simulator.requests[device_id] += 1
+        simulator.arrivals.append((time.monotonic(), device_id))
         fault = simulator.fault_of(device_id)
+        if device_id not in simulator.units and simulator.framer == FramerType.RTU:
+            return  # nobody on the line has that address (a TCP server answers exception 11)
         if fault.kind == "silent" or (fault.kind == "drop" and simulator.serial_port):
             return  # a serial line has no connection to drop: it just stays quiet
         if fault.kind == "drop":
@@ -198,7 +214,8 @@ class ModbusSimulator:
 
     def __init__(self, machines: list[Machine] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, seed: int = 0, tick: float = 0.1, serial_port: str | None = None,
-                 baudrate: int = 19200, parity: str = "N", stopbits: int = 1) -> None:
+                 baudrate: int = 19200, parity: str = "N", stopbits: int = 1,
+                 framer: str = "socket", max_connections: int | None = None) -> None:
         self.machines = machines if machines is not None else load_machines()
         self.units = {m.unit_id: _Unit(m) for m in self.machines}
         self.host = host
@@ -211,6 +228,13 @@ class ModbusSimulator:
         self.serial: dict[str, Any] = {"baudrate": baudrate, "parity": parity,
                                        "stopbits": stopbits}
         self.requests: Counter[int] = Counter()
+        # TCP framing: "socket" (Modbus TCP) or "rtu" (RTU over TCP, a serial gateway in
+        # transparent mode); a serial line is always RTU.
+        self.framer = FramerType.RTU if framer == "rtu" or serial_port else FramerType.SOCKET
+        self.max_connections = max_connections  # TCP clients served at once (None: any)
+        self.connections = 0  # TCP connections accepted
+        self.refused = 0  # TCP connections closed for being over max_connections
+        self.arrivals: list[tuple[float, int]] = []  # (monotonic time, unit) of each request
         self._faults: dict[int | None, Fault] = {}
         self._frozen = False
         self._ticks = 0
@@ -241,7 +265,7 @@ class ModbusSimulator:
             server = _SerialServer(placeholder, framer=FramerType.RTU, port=self.serial_port,
                                    **self.serial)
         else:
-            server = _TcpServer(placeholder, address=(self.host, self.port))
+            server = _TcpServer(placeholder, address=(self.host, self.port), framer=self.framer)
         server.simulator = self
         # Our own datastore: it answers from the models' tables.
         server.context = _Datastore(self)  # type: ignore[assignment]
@@ -303,6 +327,7 @@ class ModbusSimulator:
 
     def reset_counts(self) -> None:
         self.requests.clear()
+        self.arrivals.clear()
 
     def set_fault(self, unit_id: int | None, kind: str, **params: Any) -> None:
         """Make a unit (None: every unit) misbehave until `set_fault(unit_id, "none")`.
