@@ -176,7 +176,7 @@ async def test_stop_flushes_the_backlog_then_returns(tmp_path: Path) -> None:
 
 
 async def test_replay_after_an_outage_respects_the_rate_limit(tmp_path: Path) -> None:
-    driver = ScriptedDriver("plc", 0.005)
+    driver = ScriptedDriver("plc", 0.01)
     sink = ListSink(fail_first=1)
     sink.name = "mqtt"
     sink.delivery = Delivery(batch_size=10, max_rate=100)
