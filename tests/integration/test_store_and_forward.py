@@ -238,7 +238,9 @@ async def test_full_buffer_drops_only_the_counted_oldest(
     # count covers every tag of those polls, so it is a multiple of the sequence gap.
     assert missing == list(range(missing[0], missing[-1] + 1))
     tags_per_poll = len(next(m for m in register_map() if m["name"] == "press-01")["tags"])
-    assert dropped >= len(missing) and dropped <= (len(missing) + 2) * tags_per_poll
+    # Up to two partly dropped polls at the edges, and on a busy box a few polls that timed
+    # out: those publish every tag bad once, without a sequence number.
+    assert dropped >= len(missing) and dropped <= (len(missing) + 6) * tags_per_poll
     assert max(values) >= down_to
 
 
