@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--influx-api", default=None, choices=["v1", "v2"],
                       help="API of that InfluxDB (env GATEWAY_DEMO_INFLUX_API, default v2)")
     demo.add_argument("--no-live", action="store_true", help="no live table, only logs")
+    demo.add_argument("--device", default=None,
+                      help="live table: only this device's tags (key d cycles through them)")
     demo.set_defaults(command=_demo)
     return parser
 
