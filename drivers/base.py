@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from gateway.models import Reading
+from gateway.strict import StrictModel
 from gateway.units import Duration
 
+Publish = Callable[[Sequence[Reading]], None]
+"""How a push driver hands readings to the runtime as they arrive."""
 
-class DeviceConfig(BaseModel):
+
+class DeviceConfig(StrictModel):
     """Fields every device has, whatever its driver. Drivers subclass it with their own
     `connection` and `tags` models; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"^[^/#+\s]+$",
                       description="Unique device name; the InfluxDB measurement and a topic level")
@@ -24,15 +27,20 @@ class DeviceConfig(BaseModel):
     line: str = Field("", description="ISA-95 line (topic level, InfluxDB tag)")
     poll_interval: Duration = Field(1.0, gt=0, description="Poll period, e.g. 250ms, 1s")
     enabled: bool = Field(True, description="A disabled device is validated but not polled")
+    reconnect_max_backoff: Duration = Field(
+        30.0, gt=0, description="Cap of the reconnect backoff (it starts at 0.5 s and doubles, "
+        "with jitter)")
 
 
 class Driver(ABC):
     """One connection to one device.
 
-    The runtime calls `connect()`, then `read()` once per `poll_interval`, and `close()` at the
-    end or after a failure. `connect()` and `read()` raise `DeviceUnreachable` when the device
-    does not answer (the runtime reconnects with backoff and publishes every tag bad once);
-    a tag that cannot be decoded comes back from `read()` as a bad-quality reading instead.
+    The runtime calls `connect()`, then either `read()` once per `poll_interval` (a poll
+    driver) or, when `pushes` is true, `subscribe(publish)` once, which hands readings over as
+    they arrive until the connection fails; and `close()` at the end or after a failure.
+    `connect()`, `read()` and `subscribe()` raise `DeviceUnreachable` when the device does not
+    answer (the runtime reconnects with backoff and publishes every tag bad once); a tag that
+    cannot be decoded comes back as a bad-quality reading instead.
     """
 
     config_model: ClassVar[type[DeviceConfig]] = DeviceConfig
@@ -67,6 +75,16 @@ class Driver(ABC):
     @abstractmethod
     async def read(self) -> list[Reading]:
         """Read every tag once."""
+
+    @property
+    def pushes(self) -> bool:
+        """True when the device pushes values (`subscribe`) instead of being polled (`read`)."""
+        return False
+
+    async def subscribe(self, publish: Publish) -> None:
+        """A push driver: call `publish` with readings as they arrive; return only when asked to
+        stop (cancelled); raise `DeviceUnreachable` when the connection fails."""
+        raise NotImplementedError(f"{type(self).__name__} does not push")
 
     @abstractmethod
     async def close(self) -> None:

@@ -112,7 +112,7 @@ def _discover(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     tags = sum(len(getattr(d, "tags", [])) for d in config.devices)
-    sinks = [name for name in ("mqtt", "influxdb") if getattr(config.sinks, name) is not None]
+    sinks = list(config.sinks)
     print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} device(s), "
           f"{tags} tag(s), sinks: {', '.join(sinks)}")
     if args.plan:
@@ -186,6 +186,7 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False) -> int:
     from gateway.runtime import Gateway
+    from gateway.signals import stop_on_signals
 
     stop = stop_on_signals()
     gateway = Gateway(config, config_path=path)
@@ -212,20 +213,11 @@ async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False
         from gateway.live import live_view
 
         async with asyncio.TaskGroup() as group:
-            view = group.create_task(live_view(gateway, stop))
+            view = group.create_task(live_view(gateway.state, stop))
             await gateway.run(stop)
             view.cancel()
     log.info("stopped cleanly")
     return 0
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT (a second signal of either kind still stops)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _demo(args: argparse.Namespace) -> int:

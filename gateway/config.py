@@ -13,9 +13,9 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
+    SerializeAsAny,
     ValidationError,
     create_model,
     field_validator,
@@ -24,15 +24,11 @@ from pydantic import (
 
 from drivers.base import DeviceConfig
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.sinks import SinkSettings
+from gateway.strict import StrictModel
 from gateway.units import Duration, Size
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors everywhere in the config."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class BufferConfig(StrictModel):
@@ -59,7 +55,8 @@ class GatewaySettings(StrictModel):
         10.0, description="On SIGTERM, how long the sinks may take to flush")
 
 
-class MqttSinkConfig(StrictModel):
+class MqttSinkConfig(SinkSettings):
+    type: Literal["mqtt"] = Field("mqtt", description="mqtt (the default for a sink named mqtt)")
     url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
     client_id: str | None = Field(None, description="Defaults to shopfloor-<gateway id>")
     username: str | None = None
@@ -119,7 +116,9 @@ class MqttSinkConfig(StrictModel):
         return None if value == "" else value
 
 
-class InfluxSinkConfig(StrictModel):
+class InfluxSinkConfig(SinkSettings):
+    type: Literal["influxdb"] = Field(
+        "influxdb", description="influxdb (the default for a sink named influxdb)")
     url: str = Field("http://127.0.0.1:8086", description="http(s)://host:port")
     api: Literal["v1", "v2"] = Field("v2", description="v2: InfluxDB 2.x/3.x/1.8+ and compatible "
                                      "(token, org, bucket); v1: InfluxDB 1.x (database, ...)")
@@ -154,15 +153,12 @@ class InfluxSinkConfig(StrictModel):
         return None if value == "" else value
 
 
-class SinksConfig(StrictModel):
-    mqtt: MqttSinkConfig | None = None
-    influxdb: InfluxSinkConfig | None = None
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> SinksConfig:
-        if self.mqtt is None and self.influxdb is None:
-            raise ValueError("configure at least one sink (mqtt or influxdb)")
-        return self
+SinksConfig = dict[str, SinkSettings]
+"""Sink name -> its settings, validated by the model of its type (`type`, default: the name)."""
+_SINKS_DESCRIPTION = ("Sink name -> its settings; `type` defaults to the name, so `mqtt:` and "
+                      "`influxdb:` need none. Any number of sinks of any type, each with its own "
+                      "cursor in the buffer")
+_SINK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class GatewayConfig(StrictModel):
@@ -170,7 +166,7 @@ class GatewayConfig(StrictModel):
 
     gateway: GatewaySettings
     devices: list[DeviceConfig] = Field(default_factory=list)
-    sinks: SinksConfig
+    sinks: dict[str, SerializeAsAny[SinkSettings]] = Field(description=_SINKS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _unique_device_names(self) -> GatewayConfig:
@@ -186,7 +182,14 @@ class _RawGatewayConfig(StrictModel):
 
     gateway: GatewaySettings
     devices: list[dict[str, Any]] = Field(default_factory=list)
-    sinks: SinksConfig
+    sinks: dict[str, Any]
+
+    @field_validator("sinks")
+    @classmethod
+    def _at_least_one(cls, sinks: dict[str, Any]) -> dict[str, Any]:
+        if not sinks:
+            raise ValueError("configure at least one sink (e.g. mqtt or influxdb)")
+        return sinks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,9 +220,11 @@ def parse_config(text: str, source: str = "<config>",
                                          "and sinks", 1)], source)
     raw = _validate(_RawGatewayConfig, data, (), lines, problems)
     devices = _validate_devices(data.get("devices"), lines, problems)
+    raw_sinks = data.get("sinks")
+    sinks = _validate_sinks(raw_sinks if isinstance(raw_sinks, dict) else {}, lines, problems)
     if raw is not None and not problems:
         try:
-            return GatewayConfig(gateway=raw.gateway, devices=devices, sinks=raw.sinks)
+            return GatewayConfig(gateway=raw.gateway, devices=devices, sinks=sinks)
         except ValidationError as exc:
             problems += _problems_from(exc, (), lines)
     problems.sort(key=lambda problem: problem.line or 0)
@@ -251,6 +256,36 @@ def _validate_devices(raw_devices: Any, lines: dict[Path, int],
             problems.append(_problem(("devices", index, "name"),
                                      f"duplicate device name {name!r}", lines))
     return devices
+
+
+def _validate_sinks(raw_sinks: dict[str, Any], lines: dict[Path, int],
+                    problems: list[ConfigProblem]) -> dict[str, SinkSettings]:
+    """Each sink by the settings model of its type (`type`, or the sink's name)."""
+    from gateway.sinks.registry import SinkNotFound, load_sink
+
+    sinks: dict[str, SinkSettings] = {}
+    for name, raw in raw_sinks.items():
+        where: Path = ("sinks", name)
+        if not isinstance(name, str) or not _SINK_NAME.match(name):
+            problems.append(_problem(where, "a sink name is letters, digits, '_', '-' or '.'",
+                                     lines))
+            continue
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            problems.append(_problem(where, "must be a mapping of the sink's settings", lines))
+            continue
+        type_name = raw.get("type", name)
+        try:
+            sink = load_sink(str(type_name))
+        except SinkNotFound as exc:
+            problems.append(_problem((*where, "type") if "type" in raw else where, str(exc),
+                                     lines))
+            continue
+        settings = _validate(sink.settings_model, {**raw, "type": type_name}, where, lines,
+                             problems)
+        if settings is not None:
+            sinks[name] = settings
+    return sinks
 
 
 def _validate(model: type[M], data: Any, where: Path, lines: dict[Path, int],
@@ -372,6 +407,7 @@ def _substitute_env(data: Any, path: Path, env: Mapping[str, str], lines: dict[P
 def config_json_schema(builtin_only: bool = False) -> dict[str, Any]:
     """JSON Schema of the file, with each installed driver's device model (for editors)."""
     from drivers.registry import DriverNotFound, available_drivers, builtin_drivers, load_driver
+    from gateway.sinks.registry import available_sinks, builtin_sinks, load_sink
 
     models = []
     for name in builtin_drivers() if builtin_only else available_drivers():
@@ -380,11 +416,15 @@ def config_json_schema(builtin_only: bool = False) -> dict[str, Any]:
         except DriverNotFound as exc:  # a broken plugin must not hide the others' schema
             logging.getLogger(__name__).warning("%s", exc)
     device_type: Any = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
+    sink_models = [load_sink(name).settings_model
+                   for name in (builtin_sinks() if builtin_only else available_sinks())]
+    sink_type: Any = (sink_models[0] if len(sink_models) == 1
+                      else Union[tuple(sink_models)])  # noqa: UP007
     schema_model = create_model(
         "GatewayConfig", __base__=StrictModel,
         gateway=(GatewaySettings, ...),
         devices=(list[device_type], Field(default_factory=list)),
-        sinks=(SinksConfig, ...),
+        sinks=(dict[str, sink_type], Field(description=_SINKS_DESCRIPTION)),
     )
     return schema_model.model_json_schema()
 

@@ -22,10 +22,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import yaml
 
-from gateway.cli import stop_on_signals
 from gateway.config import GatewayConfig, parse_config
 from gateway.live import default_log_path, live_view
 from gateway.runtime import Gateway
+from gateway.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 DEMO_SITE = "demo"
@@ -140,11 +140,16 @@ def read_demo_state() -> dict[str, str] | None:
 
 def sink_names(config: GatewayConfig, broker_url: str) -> str:
     """Every sink the demo writes to, with where it is."""
-    names = [f"mqtt (embedded broker at {broker_url})"]
-    if config.sinks.influxdb is not None:
-        influx = config.sinks.influxdb
-        target = f"database {influx.database}" if influx.api == "v1" else f"bucket {influx.bucket}"
-        names.append(f"influxdb ({influx.url}, API {influx.api}, {target})")
+    from gateway.config import InfluxSinkConfig
+
+    names = []
+    for name, settings in config.sinks.items():
+        if isinstance(settings, InfluxSinkConfig):
+            target = (f"database {settings.database}" if settings.api == "v1"
+                      else f"bucket {settings.bucket}")
+            names.append(f"{name} ({settings.url}, API {settings.api}, {target})")
+        else:
+            names.append(f"{name} (embedded broker at {broker_url})")
     return ", ".join(names)
 
 
@@ -181,7 +186,7 @@ async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, 
     live = not args.no_live and sys.stdout.isatty()
     async with asyncio.TaskGroup() as group:
         if live:
-            view = group.create_task(live_view(gateway, stop, summary, device=args.device,
+            view = group.create_task(live_view(gateway.state, stop, summary, device=args.device,
                                                log_path=log_path))
         else:
             view = group.create_task(_log_progress(footer, stop))

@@ -36,7 +36,7 @@ from gateway.live_layout import (
 )
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.state import GatewayState
 
 QUALITY_STYLE = {"good": "green", "uncertain": "yellow", "bad": "bold red"}
 KEYS_HELP = "keys: n/p page · b bad only · d device · a all · q quit"
@@ -84,13 +84,13 @@ def logs_to_file(path: Path) -> Iterator[LogTail]:
         file_handler.close()
 
 
-def tag_rows(gateway: Gateway) -> list[TagRow]:
+def tag_rows(gateway: GatewayState) -> list[TagRow]:
     return [TagRow(device, tag, format_value(r.value), r.unit or "", r.quality.value,
                    r.source_ts.strftime("%H:%M:%S.%f")[:-3])
             for (device, tag), r in gateway.tags.latest.items()]
 
 
-def summary_parts(gateway: Gateway, now: float) -> tuple[list[str], list[str]]:
+def summary_parts(gateway: GatewayState, now: float) -> tuple[list[str], list[str]]:
     """The devices line's parts and the sinks line's parts."""
     health = sorted(gateway.health.items())
     down = [(name, h.error) for name, h in health if not h.healthy(now)]
@@ -110,12 +110,12 @@ def summary_parts(gateway: Gateway, now: float) -> tuple[list[str], list[str]]:
     return devices, sinks
 
 
-def status_url(gateway: Gateway) -> str | None:
+def status_url(gateway: GatewayState) -> str | None:
     http = gateway.config.gateway.http
     return f"status page http://{http.listen}/" if http.enabled else None
 
 
-def render(gateway: Gateway, width: int, height: int, state: ViewState,
+def render(gateway: GatewayState, width: int, height: int, state: ViewState,
            extra: list[str] | None = None, tail: LogTail | None = None) -> Group:
     """Exactly the lines that fit `width` x `height` (one line is left for the cursor)."""
     devices, sinks = summary_parts(gateway, time.monotonic())
@@ -220,7 +220,7 @@ class KeyReader:
         termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)  # type: ignore[arg-type]
 
 
-async def live_view(gateway: Gateway, stop: asyncio.Event,
+async def live_view(gateway: GatewayState, stop: asyncio.Event,
                     extra: Callable[[], list[str]] = lambda: [], console: Console | None = None,
                     refresh: float = 1.0, device: str | None = None,
                     log_path: Path | None = None) -> None:

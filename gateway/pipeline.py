@@ -1,48 +1,60 @@
-"""Between a driver and the buffer: report-by-exception with per-tag deadbands."""
+"""The way up from the drivers to the buffer: deadband (report by exception), the latest-value
+table the views read, then the durable buffer, one append per event loop pass. Later stages
+(edge KPIs) join here; drivers and sinks never see this module."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
 
+from gateway.buffer import DurableBuffer
+from gateway.deadband import DeadbandFilter
+from gateway.metrics import COUNTERS
 from gateway.models import Reading
+from gateway.state import TagState
+
+log = logging.getLogger(__name__)
 
 
-class DeadbandFilter:
-    """Drops readings of tags with a deadband whose value moved no more than the deadband since
-    the last published one. A change of quality (or of value type) always passes, and so does
-    every reading of a tag without a deadband."""
+class Pipeline:
+    """Takes readings from every device and stores them; `appended` counts what was stored,
+    and `on_stored` is called after each store (it wakes the sinks)."""
 
-    def __init__(self, deadbands: Mapping[tuple[str, str], float]) -> None:
-        self._deadbands = dict(deadbands)
-        self._last: dict[tuple[str, str], Reading] = {}
+    def __init__(self, buffer: DurableBuffer, tags: TagState,
+                 deadbands: Mapping[tuple[str, str], float],
+                 on_stored: Callable[[], None] = lambda: None) -> None:
+        self.buffer = buffer
+        self.tags = tags
+        self.appended = 0
+        self._filter = DeadbandFilter(deadbands)
+        self._on_stored = on_stored
+        self._unstored: list[Reading] = []  # published this loop pass, stored at its end
 
     def set_deadbands(self, deadbands: Mapping[tuple[str, str], float]) -> None:
-        self._deadbands = dict(deadbands)
-        self._last = {key: r for key, r in self._last.items() if key in self._deadbands}
+        self._filter.set_deadbands(deadbands)
 
-    def apply(self, readings: Sequence[Reading]) -> list[Reading]:
-        if not self._deadbands:
-            return list(readings)
-        return [r for r in readings if self._passes(r)]
+    def publish(self, readings: Sequence[Reading]) -> None:
+        readings = self._filter.apply(readings)
+        if not readings:
+            return
+        self.tags.update(readings)
+        if not self._unstored:
+            asyncio.get_running_loop().call_soon(self.store)
+        self._unstored += readings
 
-    def _passes(self, reading: Reading) -> bool:
-        key = (reading.device, reading.tag)
-        deadband = self._deadbands.get(key)
-        if deadband is None:
-            return True
-        last = self._last.get(key)
-        if last is None or _moved(last, reading, deadband):
-            self._last[key] = reading
-            return True
-        return False
-
-
-def _moved(last: Reading, new: Reading, deadband: float) -> bool:
-    if last.quality != new.quality:
-        return True
-    old, value = last.value, new.value
-    numeric = (int, float)
-    if (isinstance(old, numeric) and isinstance(value, numeric)
-            and not isinstance(old, bool) and not isinstance(value, bool)):
-        return abs(value - old) > deadband
-    return old != value
+    def store(self) -> None:
+        """Append what the polls of one event loop pass produced, in one transaction: one
+        commit per pass rather than one per poll. Until then (the rest of that pass) the
+        readings are not buffered, as they were not while the poll's answer was decoded."""
+        readings, self._unstored = self._unstored, []
+        if not readings:
+            return
+        try:
+            self.buffer.append(readings)
+        except Exception:  # the buffer keeps what it can; this is the last line of defence
+            COUNTERS.inc("gateway_buffer_lost_total", len(readings))
+            log.exception("buffer: %d readings could not be stored and are lost", len(readings))
+            return
+        self.appended += len(readings)
+        self._on_stored()

@@ -43,6 +43,8 @@ def _type(field: dict[str, Any]) -> str:
         return f"`{field['const']}`"
     if "anyOf" in field:
         return " or ".join(_type(option) for option in field["anyOf"])
+    if field.get("type") == "object" and isinstance(field.get("additionalProperties"), dict):
+        return f"map of name to {_type(field['additionalProperties'])}"
     if field.get("type") == "array":
         return f"list of {_type(field.get('items', {}))}"
     kind = field.get("type", "any")

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
@@ -17,14 +18,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.metrics import new_registry
 
 if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+    from gateway.state import GatewayState
+
+Reload = Callable[[], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger(__name__)
 
 
 class StatusServer:
-    def __init__(self, gateway: Gateway, listen: str) -> None:
+    def __init__(self, gateway: GatewayState, listen: str, reload: Reload | None = None) -> None:
         self.gateway = gateway
+        self._reload = reload
         host, _, port = listen.rpartition(":")
         self.host = host or "127.0.0.1"
         self.port = int(port)
@@ -49,7 +53,8 @@ class StatusServer:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             method, path = request.split(b" ", 2)[:2]
             if (method, path.split(b"?")[0]) == (b"POST", b"/api/reload"):
-                result = await self.gateway.reload_from_file()
+                result = (await self._reload() if self._reload is not None
+                          else {"ok": False, "errors": ["reload is not available"]})
                 status = 200 if result["ok"] else 400
                 content_type, body = "application/json", _json(result)
             else:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from drivers.base import DeviceConfig
 from drivers.modbus.codec import DataType, Order, register_count
 from drivers.modbus.planner import BIT_TABLES, MAX_BITS, MAX_REGISTERS, Table
+from gateway.strict import StrictModel
 from gateway.units import Duration
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModbusConnection(_Strict):
+class ModbusConnection(StrictModel):
     host: str | None = Field(None, description="TCP: the PLC's address")
     port: int = Field(502, ge=1, le=65535, description="TCP port")
     serial: str | None = Field(None, description="RTU: serial device, e.g. /dev/ttyUSB0")
@@ -34,7 +31,7 @@ class ModbusConnection(_Strict):
         return self
 
 
-class ModbusTag(_Strict):
+class ModbusTag(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[^/#+\s]+$",
                       description="Tag name (a topic level, an InfluxDB field)")
     table: Table = Field(description="holding | input | coil | discrete")
@@ -110,8 +107,6 @@ class ModbusDeviceConfig(DeviceConfig):
         description="Lower than 125 for devices that break the spec")
     max_bits_per_read: int = Field(MAX_BITS, ge=1, le=MAX_BITS,
                                    description="Coils/discrete inputs per read")
-    reconnect_max_backoff: Duration = Field(30.0, gt=0,
-                                            description="Cap of the reconnect backoff")
     tags: list[ModbusTag] = Field(min_length=1, description="The values to read; names unique")
 
     @field_validator("tags")

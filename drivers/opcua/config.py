@@ -6,23 +6,19 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from drivers.base import DeviceConfig
 from drivers.opcua import nodeids
+from gateway.strict import StrictModel
 from gateway.units import Duration
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 DeadbandType = Literal["absolute", "percent"]
 
 POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
 
 
-class OpcUaConnection(_Strict):
+class OpcUaConnection(StrictModel):
     endpoint: str = Field(description="opc.tcp://host:port/path")
     security: str = Field("None", description="None | Basic256Sha256 | Aes128_Sha256_RsaOaep "
                           "| Aes256_Sha256_RsaPss")
@@ -89,7 +85,7 @@ class OpcUaConnection(_Strict):
         return self
 
 
-class OpcUaTag(_Strict):
+class OpcUaTag(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[^/#+\s]+$", description="Tag name")
     node: str = Field(min_length=1, description='Node id, e.g. "ns=2;s=Spindle.Speed", or '
                       '"nsu=<namespace URI>;s=..." to survive namespace renumbering')

@@ -16,7 +16,7 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
 
-from drivers.base import Driver
+from drivers.base import Driver, Publish
 from drivers.opcua import nodeids, planning
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.notifications import NotificationBuffer
@@ -26,9 +26,6 @@ from gateway.errors import DeviceUnreachable, DriverError
 from gateway.models import Quality, Reading, bad_reading
 
 log = logging.getLogger(__name__)
-
-NOTIFICATION_WAIT = 0.8
-"""Subscribe mode: the share of a poll interval that a read waits for notifications."""
 
 LIMIT_NODES = (ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
                ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall)
@@ -178,7 +175,31 @@ class OpcUaDriver(Driver):
             log.exception("%s: notification handling failed", self.name)
             self._dead = f"notification handling failed: {type(exc).__name__}: {exc}"
 
+    @property
+    def pushes(self) -> bool:
+        """Subscribe mode pushes: notifications go to the runtime as they arrive."""
+        return self.cfg.mode == "subscribe"
+
+    async def subscribe(self, publish: Publish) -> None:
+        """Hand each burst of notifications over as it arrives, until the session fails. The
+        session is checked at least once per publishing interval while nothing arrives."""
+        while True:
+            await self._check_session()
+            await self._next_notifications(self.cfg.poll_interval)
+            if self._buffer:
+                publish(self._buffer.drain())
+
     async def read(self) -> list[Reading]:
+        await self._check_session()
+        if self.cfg.mode == "subscribe":  # a direct caller of a push driver: what arrived
+            await self._next_notifications(self.cfg.poll_interval)
+            return self._buffer.drain()
+        assert self._client is not None
+        results = await self._read(self._client, self._node_ids, self.limits.max_nodes_per_read)
+        return [to_reading(self.name, t.name, dv, t.unit)
+                for t, dv in zip(self.cfg.tags, results, strict=True)]
+
+    async def _check_session(self) -> None:
         if self._client is None:
             raise DeviceUnreachable("not connected", self.name)
         try:
@@ -187,24 +208,14 @@ class OpcUaDriver(Driver):
             raise DeviceUnreachable(f"session lost: {exc}", self.name) from exc
         if self._dead:
             raise DeviceUnreachable(self._dead, self.name)
-        if self.cfg.mode == "subscribe":
-            if not self._buffer:
-                await self._next_notifications()
-            self._arrived.clear()
-            return self._buffer.drain()
-        results = await self._read(self._client, self._node_ids, self.limits.max_nodes_per_read)
-        return [to_reading(self.name, t.name, dv, t.unit)
-                for t, dv in zip(self.cfg.tags, results, strict=True)]
 
-    async def _next_notifications(self) -> None:
-        """Wait for the subscription's next notification message, for most of a poll interval:
-        the read that would otherwise return nothing returns right after it, where a reading
-        would wait in the buffer until the next slot of the poll grid (up to a whole interval,
-        on top of the publishing interval). The rest of the interval is left to the grid, so
-        that waiting does not make the read overrun its slot."""
+    async def _next_notifications(self, timeout: float) -> None:
+        """Wait until notifications are buffered, or `timeout` passed."""
+        if self._buffer:
+            return
         self._arrived.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), self.cfg.poll_interval * NOTIFICATION_WAIT)
+            await asyncio.wait_for(self._arrived.wait(), timeout)
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
 
 from gateway.models import Reading
+from gateway.strict import StrictModel
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,40 @@ class DeviceContext:
     area: str
     line: str
     device: str
+    value_types: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Tag -> the type of its published value (bool, int16 ... float64, string, array:<type>),
+    where the driver knows it (a scaled integer tag publishes float64)."""
+
+
+class SinkSettings(StrictModel):
+    """The config keys every sink has; each sink type's settings model extends it."""
+
+    type: str = Field("", description="The sink type (mqtt, influxdb, sparkplug or a plugin); "
+                      "defaults to the sink's name")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the runtime feeds a sink, declared by the sink: the runtime owns the loop, the
+    cursor, batching and pacing; the sink only sends one batch at a time."""
+
+    batch_size: int = 1000
+    """Readings handed to one `send()` at most."""
+    flush_interval: float = 0.0
+    """A partial batch waits up to this long for more readings (0: send what is there)."""
+    max_rate: float | None = None
+    """Readings per second at most (a replay that must not flood the far side)."""
+
+
+@dataclass(frozen=True)
+class SinkEnvironment:
+    """What a sink is built with besides its own settings."""
+
+    gateway_id: str
+    site: str
+    contexts: Mapping[str, DeviceContext]
+    data_dir: Path = Path("./data")
+    """Where a sink may keep small state files of its own (beside the buffer)."""
 
 
 class Sink(ABC):
@@ -32,9 +71,19 @@ class Sink(ABC):
     """
 
     name: str = "sink"
+    settings_model: ClassVar[type[SinkSettings]] = SinkSettings
+    delivery: Delivery = Delivery()
 
-    def __init__(self, contexts: Mapping[str, DeviceContext]) -> None:
+    def __init__(self, contexts: Mapping[str, DeviceContext], name: str | None = None) -> None:
         self.contexts = contexts
+        if name:
+            self.name = name
+
+    @classmethod
+    def from_settings(cls, name: str, settings: SinkSettings,
+                      environment: SinkEnvironment) -> Sink:
+        """Build the sink named `name` in the config (the registry calls this)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from the config")
 
     def update_contexts(self, contexts: Mapping[str, DeviceContext]) -> None:
         """Devices were added, changed or removed by a reload."""

@@ -37,7 +37,7 @@ from gateway.config import InfluxSinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading
-from gateway.sinks import DeviceContext, Sink
+from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
 from gateway.sinks.line_protocol import to_lines
 
 log = logging.getLogger(__name__)
@@ -206,13 +206,20 @@ class InfluxSink(Sink):
     """Writes readings as line protocol; see the module docstring for what each answer does."""
 
     name = "influxdb"
+    settings_model = InfluxSinkConfig
+
+    @classmethod
+    def from_settings(cls, name: str, settings: SinkSettings,
+                      environment: SinkEnvironment) -> InfluxSink:
+        assert isinstance(settings, InfluxSinkConfig)
+        return cls(settings, environment.contexts, name=name)
 
     def __init__(self, config: InfluxSinkConfig, contexts: Mapping[str, DeviceContext],
-                 counters: Counters = COUNTERS) -> None:
-        super().__init__(contexts)
+                 counters: Counters = COUNTERS, name: str | None = None) -> None:
+        super().__init__(contexts, name)
         self.config = config
-        self.batch_size = config.batch_size
-        self.flush_interval = config.flush_interval
+        self.delivery = Delivery(batch_size=config.batch_size,
+                                 flush_interval=config.flush_interval, max_rate=config.max_rate)
         self.counters = counters
         self._writer: Writer | None = None
         self._connected = False
@@ -248,7 +255,7 @@ class InfluxSink(Sink):
         else:
             log.error("influxdb: could not create database %r (%d: %s); check that "
                       "sinks.influxdb.username is an admin user", self.config.database,
-                      answer.status, answer.message)
+                      answer.status, answer.message, self.name)
 
     async def send(self, readings: Sequence[Reading]) -> None:
         batch = to_lines(readings, self.contexts)
@@ -307,8 +314,8 @@ class InfluxSink(Sink):
     def _raise_unless_data_rejected(self, answer: Answer) -> None:
         """Raise `SinkError` unless the answer blames the data (a 4xx about lines)."""
         where = f"InfluxDB at {self.config.url}"
-        setting = ("sinks.influxdb.token" if self.config.api == "v2"
-                   else "sinks.influxdb.username/password")
+        setting = (f"sinks.{self.name}.token" if self.config.api == "v2"
+                   else f"sinks.{self.name}.username/password")
         if answer.status in (401, 403):
             raise SinkError(f"{where} refused the credentials ({answer.status}: "
                             f"{answer.message}); check {setting}", self.name)
@@ -328,7 +335,7 @@ class InfluxSink(Sink):
         if self._missing_database_told:
             return
         self._missing_database_told = True
-        log.error("%s", missing_database_help(self.config, answer.message))
+        log.error("%s", missing_database_help(self.config, answer.message, self.name))
 
     def _count_dropped(self, count: int, reason: str) -> None:
         if count:
@@ -354,7 +361,8 @@ class InfluxSink(Sink):
                       len(rejected) - MAX_LOGGED_REJECTIONS)
 
 
-def missing_database_help(config: InfluxSinkConfig, message: str = "") -> str:
+def missing_database_help(config: InfluxSinkConfig, message: str = "",
+                          sink: str = "influxdb") -> str:
     """What to do when a v1 InfluxDB has no such database, with commands to copy."""
     parts = urllib.parse.urlsplit(config.url)
     name = config.database
@@ -367,5 +375,5 @@ def missing_database_help(config: InfluxSinkConfig, message: str = "") -> str:
             f"    {influx} -execute 'CREATE DATABASE {name}'\n"
             f"or  curl{curl_user} -XPOST '{config.url}/query' --data-urlencode "
             f"'q=CREATE DATABASE \"{name}\"'\n"
-            "or set `create_database: true` under sinks.influxdb so the gateway creates it at "
+            f"or set `create_database: true` under sinks.{sink} so the gateway creates it at "
             "start. Until then the readings wait in the buffer; nothing is lost.")

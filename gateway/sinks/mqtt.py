@@ -27,7 +27,7 @@ from gateway.config import MqttSinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading, utc_now
-from gateway.sinks import DeviceContext, Sink
+from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
 from gateway.sinks.topics import (
     device_cycles,
     encode_device_payload,
@@ -44,18 +44,26 @@ YIELD_EVERY = 100
 
 class MqttSink(Sink):
     name = "mqtt"
-    flush_interval = 0.0
+    settings_model = MqttSinkConfig
     ack_timeout = 10.0
     """Seconds a batch may wait for its acknowledgements, plus 1 ms per message."""
 
+    @classmethod
+    def from_settings(cls, name: str, settings: SinkSettings,
+                      environment: SinkEnvironment) -> MqttSink:
+        assert isinstance(settings, MqttSinkConfig)
+        return cls(settings, environment.gateway_id, environment.site, environment.contexts,
+                   name=name)
+
     def __init__(self, config: MqttSinkConfig, gateway_id: str, site: str,
-                 contexts: Mapping[str, DeviceContext], counters: Counters = COUNTERS) -> None:
-        super().__init__(contexts)
+                 contexts: Mapping[str, DeviceContext], counters: Counters = COUNTERS,
+                 name: str | None = None) -> None:
+        super().__init__(contexts, name)
         self.config = config
         self.gateway_id = gateway_id
         self.site = site
         self.counters = counters
-        self.batch_size = config.batch_size
+        self.delivery = Delivery(batch_size=config.batch_size, max_rate=config.max_rate)
         self.status_topic = status_topic(site, gateway_id)
         url = urlsplit(config.url)
         self._host = url.hostname or "127.0.0.1"

@@ -27,7 +27,7 @@ async def test_live_view_shows_devices_values_quality_and_sinks(tmp_path: Path) 
     stop = asyncio.Event()
     asyncio.get_running_loop().call_later(1.0, stop.set)
     await asyncio.wait_for(asyncio.gather(
-        gateway.run(stop), live_view(gateway, stop, lambda: ["footer text"], console, 0.2,
+        gateway.run(stop), live_view(gateway.state, stop, lambda: ["footer text"], console, 0.2,
                                      log_path=tmp_path / "live.log")), 15)
     screen = output.getvalue()
     assert "press" in screen and "answering" in screen and "not answering" in screen
@@ -47,7 +47,7 @@ async def test_log_records_go_to_a_file_and_the_bottom_line_not_into_the_table(
     configure_logging("info")  # a StreamHandler on stderr, as `gateway demo` has
     try:
         await asyncio.wait_for(asyncio.gather(
-            gateway.run(stop), live_view(gateway, stop, console=console, refresh=0.2,
+            gateway.run(stop), live_view(gateway.state, stop, console=console, refresh=0.2,
                                          log_path=tmp_path / "live.log")), 15)
     finally:
         logging.getLogger().handlers.clear()

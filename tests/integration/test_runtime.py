@@ -17,7 +17,7 @@ from gateway.config import parse_config
 from gateway.errors import DeviceUnreachable, SinkError
 from gateway.models import Quality, Reading, utc_now
 from gateway.runtime import Gateway
-from gateway.sinks import Sink
+from gateway.sinks import Delivery, Sink
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ class ScriptedDriver(Driver):
 
 class ListSink(Sink):
     name = "list"
-    batch_size = 100
+    delivery = Delivery(batch_size=100)
     flush_interval = 0.0
 
     def __init__(self, fail_first: int = 0) -> None:
@@ -167,7 +167,7 @@ async def test_sink_failure_is_retried_from_the_buffer_without_loss(tmp_path: Pa
 async def test_stop_flushes_the_backlog_then_returns(tmp_path: Path) -> None:
     driver = ScriptedDriver("plc", 0.01)
     sink = ListSink()
-    sink.batch_size = 5
+    sink.delivery = Delivery(batch_size=5)
     gateway = Gateway(parse_config(gateway_config(tmp_path), env={}), [sink], [driver])
     started = time.monotonic()
     await run_for(gateway, 0.5)
@@ -179,8 +179,8 @@ async def test_replay_after_an_outage_respects_the_rate_limit(tmp_path: Path) ->
     driver = ScriptedDriver("plc", 0.005)
     sink = ListSink(fail_first=1)
     sink.name = "mqtt"
-    sink.batch_size = 10
-    config = parse_config(gateway_config(tmp_path) + "    max_rate: 100\n", env={})
+    sink.delivery = Delivery(batch_size=10, max_rate=100)
+    config = parse_config(gateway_config(tmp_path), env={})
     sent_at: list[float] = []
     original_send = sink.send
 
@@ -211,9 +211,9 @@ async def test_a_new_reason_for_an_outage_is_logged_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     driver = ChangingRefusal("plc", 0.05)
     gateway = Gateway(parse_config(gateway_config(tmp_path), env={}), [ListSink()], [driver])
-    with caplog.at_level(logging.WARNING, logger="gateway.runtime"):
+    with caplog.at_level(logging.WARNING, logger="gateway.supervisor"):
         await run_for(gateway, 5.0)
-    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.runtime"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.supervisor"]
     assert driver.connects >= 4
     assert sum("connection refused" in m for m in messages) == 1
     assert sum("now: server rejected the login" in m for m in messages) == 1

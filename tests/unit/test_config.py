@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import config_json_schema, load_config, parse_config
+from gateway.config import MqttSinkConfig, config_json_schema, load_config, parse_config
 from gateway.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -51,8 +51,7 @@ def test_minimal_config_has_documented_defaults() -> None:
     config = parse_config(MINIMAL, env={})
     assert config.gateway.id == "edge-01"
     assert config.gateway.buffer.max_size == 2**30
-    assert config.sinks.mqtt is not None and config.sinks.mqtt.qos == 1
-    assert config.sinks.influxdb is None
+    assert list(config.sinks) == ["mqtt"] and config.sinks["mqtt"].qos == 1  # type: ignore[attr-defined]
     assert config.devices == []
 
 
@@ -125,8 +124,8 @@ def test_environment_variables_and_defaults_are_substituted() -> None:
     text = MINIMAL.replace("mqtt://127.0.0.1:1883", "mqtt://${BROKER:-localhost}:${PORT}")
     text += "    username: ${MQTT_USER:-}\n    password: ${MQTT_PASSWORD}\n"
     config = parse_config(text, env={"PORT": "8883", "MQTT_PASSWORD": "s3cret"})
-    mqtt = config.sinks.mqtt
-    assert mqtt is not None
+    mqtt = config.sinks["mqtt"]
+    assert isinstance(mqtt, MqttSinkConfig)
     assert mqtt.url == "mqtt://localhost:8883"
     assert mqtt.username is None
     assert mqtt.password is not None and mqtt.password.get_secret_value() == "s3cret"

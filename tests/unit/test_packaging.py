@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config import InfluxSinkConfig, load_config
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,8 @@ def test_systemd_unit_runs_the_gateway_and_reloads_with_sighup() -> None:
 def test_compose_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFLUX_TOKEN", "t")
     config = load_config(ROOT / "deploy" / "gateway.yaml")
-    assert config.sinks.influxdb is not None and config.sinks.influxdb.api == "v2"
+    influx = config.sinks["influxdb"]
+    assert isinstance(influx, InfluxSinkConfig) and influx.api == "v2"
     assert os.environ["INFLUX_TOKEN"] == "t"
 
 

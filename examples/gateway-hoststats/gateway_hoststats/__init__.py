@@ -9,11 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from drivers.base import DeviceConfig, Driver
-from gateway.errors import DeviceUnreachable
-from gateway.models import Reading, bad_reading, utc_now
+from gateway.sdk import (
+    DeviceConfig,
+    DeviceUnreachable,
+    Driver,
+    Reading,
+    StrictModel,
+    bad_reading,
+    utc_now,
+)
 
 Metric = Literal["load1", "load5", "load15", "mem_available_mib", "mem_used_percent", "uptime_s"]
 UNITS: dict[str, str | None] = {"load1": None, "load5": None, "load15": None,
@@ -21,16 +27,12 @@ UNITS: dict[str, str | None] = {"load1": None, "load5": None, "load15": None,
                                 "uptime_s": "s"}
 
 
-class HostStatsTag(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HostStatsTag(StrictModel):
     name: str = Field(min_length=1, description="Tag name (a topic level, an InfluxDB field)")
     metric: Metric = Field(description="Which figure of the host to publish")
 
 
-class HostStatsConnection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HostStatsConnection(StrictModel):
     proc: str = Field("/proc", description="Where the proc filesystem is mounted")
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.backoff import Backoff
 from gateway.models import Quality, Reading
-from gateway.pipeline import DeadbandFilter
+from gateway.deadband import DeadbandFilter
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
