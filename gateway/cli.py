@@ -1,4 +1,5 @@
-"""Command line: `gateway run|check|discover|schema|demo` (also `python -m gateway`)."""
+"""Command line: `gateway demo|run|check|reload|status|discover|schema` (also
+`python -m gateway`). `gateway COMMAND --help` tells more about each."""
 
 from __future__ import annotations
 
@@ -149,12 +150,17 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    """Ask the gateway's status server (same config) to reload; prints what changed."""
+    """Ask the gateway listening where the file says to reload; prints what changed. The
+    gateway reloads the file it was started with, and refuses (saying which one it runs)
+    when that is not the file named here."""
     import urllib.error
+    import urllib.parse
     import urllib.request
+    from pathlib import Path
 
     config = load_config(args.config)
-    url = f"http://{config.gateway.http.listen}/api/reload"
+    named = urllib.parse.quote(str(Path(args.config).resolve()))
+    url = f"http://{config.gateway.http.listen}/api/reload?config={named}"
     try:
         request = urllib.request.Request(url, method="POST")
         with urllib.request.urlopen(request, timeout=30) as answer:
@@ -165,6 +171,9 @@ def _reload(args: argparse.Namespace) -> int:
         print(f"no gateway answers at {url}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
+    if not result.get("ok"):
+        for error in result.get("errors", []):
+            print(f"reload refused: {error}", file=sys.stderr)
     return 0 if result.get("ok") else 1
 
 

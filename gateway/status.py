@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from importlib.resources import files
@@ -20,7 +21,7 @@ from gateway.metrics import new_registry
 if TYPE_CHECKING:
     from gateway.state import GatewayState
 
-Reload = Callable[[], Awaitable[dict[str, Any]]]
+Reload = Callable[[str | None], Awaitable[dict[str, Any]]]  # the file the caller names
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class StatusServer:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             method, path = request.split(b" ", 2)[:2]
             if (method, path.split(b"?")[0]) == (b"POST", b"/api/reload"):
-                result = (await self._reload() if self._reload is not None
+                query = urllib.parse.parse_qs(path.partition(b"?")[2].decode())
+                named = query.get("config", [None])[0]  # `gateway reload --config FILE`
+                result = (await self._reload(named) if self._reload is not None
                           else {"ok": False, "errors": ["reload is not available"]})
                 status = 200 if result["ok"] else 400
                 content_type, body = "application/json", _json(result)
