@@ -97,8 +97,10 @@ async def run_demo(args: argparse.Namespace) -> int:
 
 
 def demo_home() -> Path:
-    """Where the demo keeps its buffer and log, kept after it ends for `gateway status --demo`."""
-    return Path(tempfile.gettempdir()) / f"gateway-demo-{os.getuid()}"
+    """Where the demo keeps its buffer and log, kept after it ends for `gateway status`
+    (env GATEWAY_DEMO_HOME moves it)."""
+    home = os.environ.get("GATEWAY_DEMO_HOME")
+    return Path(home) if home else Path(tempfile.gettempdir()) / f"gateway-demo-{os.getuid()}"
 
 
 @contextlib.contextmanager
@@ -123,16 +125,16 @@ def demo_workdir() -> Iterator[Path]:
 
 
 def _write_state(workdir: Path, config: GatewayConfig, log_path: Path) -> None:
-    """What `gateway status --demo` needs: the buffer and where the status server listens."""
+    """What `gateway status` needs: the buffer, the status server, the devices."""
     state = {"buffer": str(config.gateway.buffer.path), "http": config.gateway.http.listen,
-             "log": str(log_path)}
+             "log": str(log_path), "devices": [d.name for d in config.devices]}
     (workdir / DEMO_STATE).write_text(json.dumps(state))
 
 
-def read_demo_state() -> dict[str, str] | None:
+def read_demo_state() -> dict[str, Any] | None:
     """The last demo's state (None if no demo ran since the machine's temp dir was cleared)."""
     try:
-        state: dict[str, str] = json.loads((demo_home() / DEMO_STATE).read_text())
+        state: dict[str, Any] = json.loads((demo_home() / DEMO_STATE).read_text())
     except (OSError, ValueError):
         return None
     return state
