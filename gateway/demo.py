@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from gateway.config import GatewayConfig, parse_config
+from gateway.errors import GatewayError
 from gateway.live import default_log_path, live_view
 from gateway.runtime import Gateway
 from gateway.signals import stop_on_signals
@@ -68,7 +69,11 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    from gateway.broker import EmbeddedBroker
+    try:
+        from gateway.broker import EmbeddedBroker
+    except ImportError as exc:  # the production image leaves the demo's broker out
+        raise GatewayError(f"gateway demo needs the embedded MQTT broker ({exc}): "
+                           "pip install amqtt, or run the demo from a source checkout") from exc
     from simulators.modbus import ModbusSimulator
     from simulators.opcua import OpcUaSimulator
 
