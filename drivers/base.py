@@ -8,6 +8,8 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from gateway.errors import WriteRefused
+from gateway.kpi.config import OeeConfig
 from gateway.models import Reading
 from gateway.strict import StrictModel
 from gateway.units import Duration
@@ -27,9 +29,22 @@ class DeviceConfig(StrictModel):
     line: str = Field("", description="ISA-95 line (topic level, InfluxDB tag)")
     poll_interval: Duration = Field(1.0, gt=0, description="Poll period, e.g. 250ms, 1s")
     enabled: bool = Field(True, description="A disabled device is validated but not polled")
+    oee: OeeConfig | None = Field(
+        None, description="Edge KPIs of this machine: which tags say running, parts and "
+        "rejects (see docs/oee.md)")
     reconnect_max_backoff: Duration = Field(
         30.0, gt=0, description="Cap of the reconnect backoff (it starts at 0.5 s and doubles, "
         "with jitter)")
+
+    def value_types(self) -> dict[str, str]:
+        """Tag name -> the type of its published value (a scaled integer publishes float64),
+        where the config says it; sinks with typed schemas (Sparkplug) use it."""
+        return {}
+
+    def tag_types(self) -> dict[str, str]:
+        """Tag name -> its declared data type (bool, uint16, ...; "" where the driver learns it
+        only when reading). Empty when the driver declares no tags this way."""
+        return {}
 
 
 class Driver(ABC):
@@ -85,6 +100,16 @@ class Driver(ABC):
         """A push driver: call `publish` with readings as they arrive; return only when asked to
         stop (cancelled); raise `DeviceUnreachable` when the connection fails."""
         raise NotImplementedError(f"{type(self).__name__} does not push")
+
+    def writable_tags(self) -> set[str]:
+        """The tags `write` accepts (their config says `writable: true`)."""
+        return set()
+
+    async def write(self, tag: str, value: object) -> object:
+        """Write `value` to `tag` and return the value read back from the device. Raises
+        `WriteRefused` (nothing written), or `DriverError` (the device is down or its answer
+        leaves it unclear)."""
+        raise WriteRefused("this driver does not support writes")
 
     @abstractmethod
     async def close(self) -> None:

@@ -24,6 +24,7 @@ from pydantic import (
 
 from drivers.base import DeviceConfig
 from gateway.errors import ConfigError, ConfigProblem
+from gateway.kpi.config import KpiSettings, oee_tag_problems
 from gateway.sinks import SinkSettings
 from gateway.strict import StrictModel
 from gateway.units import Duration, Size
@@ -45,7 +46,7 @@ class HttpConfig(StrictModel):
     enabled: bool = True
 
 
-class GatewaySettings(StrictModel):
+class GatewaySettings(KpiSettings):
     id: str = Field(min_length=1, pattern=r"^[^/#+\s]+$",
                     description="Identifies this gateway in topics and tags")
     site: str = Field("", description="ISA-95 site")
@@ -250,12 +251,23 @@ def _validate_devices(raw_devices: Any, lines: dict[Path, int],
         device = _validate(driver.config_model, raw, where, lines, problems)
         if device is not None:
             devices.append(device)
+            problems += _oee_problems(device, where, lines)
     names = [d.get("name") for d in raw_devices if isinstance(d, dict)]
     for index, name in enumerate(names):
         if name is not None and names.index(name) != index:
             problems.append(_problem(("devices", index, "name"),
                                      f"duplicate device name {name!r}", lines))
     return devices
+
+
+def _oee_problems(device: DeviceConfig, where: Path,
+                  lines: dict[Path, int]) -> list[ConfigProblem]:
+    """The tags an `oee:` block names must exist and have fitting types."""
+    types = device.tag_types()
+    if device.oee is None or not types:
+        return []
+    return [_problem((*where, "oee", *(key.split(".") if key else ())), message, lines)
+            for key, message in oee_tag_problems(device.oee, types)]
 
 
 def _validate_sinks(raw_sinks: dict[str, Any], lines: dict[Path, int],

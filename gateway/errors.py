@@ -54,9 +54,23 @@ class DecodeError(DriverError):
     """Registers or a protocol answer could not be turned into a value."""
 
 
+class WriteRefused(GatewayError):
+    """A write was refused, by the gateway (not writable, wrong type, outside min/max, does not
+    fit the type) or by the device (an exception answer); nothing was written."""
+
+
 class SinkError(GatewayError):
     """A sink could not deliver a batch; it is retried from the buffer."""
 
     def __init__(self, message: str, sink: str = "") -> None:
         self.sink = sink
+        super().__init__(message)
+
+
+class BufferError(GatewayError):  # shadows the builtin on purpose: gateway.errors.BufferError
+    """The durable buffer's file cannot be used at all (a directory at its path, a read-only
+    place): the message says what to do. A damaged file is not one: it is moved aside."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
         super().__init__(message)

@@ -7,7 +7,7 @@ from collections import Counter as _Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 
 class Counters:
@@ -34,7 +34,17 @@ class Counters:
             return dict(self._values)
 
 
+class Gauges(Counters):
+    """Named values that are set, not counted (a state, a size)."""
+
+    def set(self, name: str, value: int, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._values[key] = value
+
+
 COUNTERS = Counters()
+GAUGES = Gauges()
 
 # Help texts of the counters the gateway increments (anything else is exported as untyped help).
 COUNTER_HELP = {
@@ -53,6 +63,18 @@ COUNTER_HELP = {
     "gateway_opcua_buffer_dropped_total": "OPC UA notifications dropped oldest-first because "
     "more than max_buffered arrived between two reads",
     "gateway_sink_possible_duplicates_total": "Readings re-sent after a crash (at-least-once)",
+    "gateway_buffer_damaged_total": "Readings lost to a damaged buffer, by cause (file: not "
+    "salvaged from an unreadable file, wal: missing from a damaged or deleted write-ahead log, "
+    "row: a row that does not decode, skipped)",
+    "gateway_buffer_salvaged_total": "Readings saved from a damaged buffer file into a fresh one",
+    "gateway_buffer_degraded_total": "Times the buffer could not write its file (disk full, I/O "
+    "error) and went on in memory",
+}
+GAUGE_HELP = {
+    "gateway_buffer_degraded": "1 while the buffer cannot write its file and holds new readings "
+    "in memory",
+    "gateway_buffer_memory_only_readings": "Readings only memory holds (the file could not be "
+    "written)",
 }
 
 
@@ -73,7 +95,24 @@ class CountersCollector:
         yield from families.values()
 
 
-def new_registry(counters: Counters = COUNTERS) -> CollectorRegistry:
+class GaugesCollector:
+    """Exports `Gauges` to a prometheus-client registry."""
+
+    def __init__(self, gauges: Gauges) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for (name, labels), value in sorted(self.gauges.snapshot().items()):
+            if name not in families:
+                families[name] = GaugeMetricFamily(name, GAUGE_HELP.get(name, name),
+                                                   labels=[k for k, _ in labels])
+            families[name].add_metric([v for _, v in labels], value)
+        yield from families.values()
+
+
+def new_registry(counters: Counters = COUNTERS, gauges: Gauges = GAUGES) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(CountersCollector(counters))
+    registry.register(GaugesCollector(gauges))
     return registry

@@ -23,9 +23,11 @@ class Pipeline:
 
     def __init__(self, buffer: DurableBuffer, tags: TagState,
                  deadbands: Mapping[tuple[str, str], float],
-                 on_stored: Callable[[], None] = lambda: None) -> None:
+                 on_stored: Callable[[], None] = lambda: None,
+                 observers: Sequence[Callable[[Sequence[Reading]], None]] = ()) -> None:
         self.buffer = buffer
         self.tags = tags
+        self.observers = list(observers)  # see every reading before the deadband (KPIs)
         self.appended = 0
         self._filter = DeadbandFilter(deadbands)
         self._on_stored = on_stored
@@ -35,6 +37,8 @@ class Pipeline:
         self._filter.set_deadbands(deadbands)
 
     def publish(self, readings: Sequence[Reading]) -> None:
+        for observe in self.observers:
+            observe(readings)
         readings = self._filter.apply(readings)
         if not readings:
             return

@@ -12,9 +12,11 @@ from typing import Any
 
 from drivers.base import Driver
 from gateway.buffer import DurableBuffer
+from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import SinkDelivery
 from gateway.errors import ConfigError
+from gateway.kpi.stage import KpiStage
 from gateway.pipeline import Pipeline
 from gateway.sinks import DeviceContext, Sink, SinkEnvironment
 from gateway.sinks.registry import load_sink
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 
 def device_contexts(config: GatewayConfig) -> dict[str, DeviceContext]:
     return {d.name: DeviceContext(gateway=config.gateway.id, site=config.gateway.site,
-                                  area=d.area, line=d.line, device=d.name)
+                                  area=d.area, line=d.line, device=d.name,
+                                  value_types=d.value_types())
             for d in config.devices}
 
 
@@ -35,7 +38,7 @@ def build_sinks(config: GatewayConfig) -> list[Sink]:
     """The sinks the config names, each built by the class registered for its type."""
     environment = SinkEnvironment(config.gateway.id, config.gateway.site,
                                   device_contexts(config),
-                                  Path(config.gateway.buffer.path).parent)
+                                  Path(config.gateway.buffer.path))
     return [load_sink(settings.type or name).from_settings(name, settings, environment)
             for name, settings in config.sinks.items()]
 
@@ -71,16 +74,21 @@ class Gateway:
             for delivery in deliveries:
                 delivery.new_data.set()
 
-        pipeline = Pipeline(buffer, self.state.tags, _deadbands(self._drivers), wake_sinks)
+        kpi = self.state.kpi = self._kpi_stage()
+        pipeline = Pipeline(buffer, self.state.tags, _deadbands(self._drivers), wake_sinks,
+                            [kpi.observe] if kpi is not None else [])
         deliveries += [SinkDelivery(s, buffer, lambda: pipeline.appended, polling_done)
                        for s in sinks]
         self.devices = DeviceSupervisor(self.state, pipeline.publish)
         self._pipeline = pipeline
+        router = CommandRouter(self.devices.device, self.devices.is_up)
         try:
             for sink in sinks:
+                if sink.wants_commands:
+                    sink.commands = router
                 await sink.start()
             await self._start_status_server()
-            await self._run_tasks(stop, deliveries, polling_done)
+            await self._run_tasks(stop, deliveries, polling_done, kpi)
         finally:
             if self.status_server is not None:
                 await self.status_server.close()
@@ -88,6 +96,12 @@ class Gateway:
                 await sink.close()
             pipeline.store()
             buffer.close()
+
+    def _kpi_stage(self) -> KpiStage | None:
+        """Edge KPIs, when a device has an `oee:` block; their state lives in the buffer's file."""
+        if not any(d.config.oee is not None for d in self._drivers):
+            return None
+        return KpiStage(self.config.gateway, self._drivers, self.config.gateway.buffer.path)
 
     async def _start_status_server(self) -> None:
         self.status_server = None
@@ -97,16 +111,22 @@ class Gateway:
             await self.status_server.start()
 
     async def _run_tasks(self, stop: asyncio.Event, deliveries: list[SinkDelivery],
-                         polling_done: asyncio.Event) -> None:
+                         polling_done: asyncio.Event, kpi: KpiStage | None) -> None:
         assert self.devices is not None
+        kpi_stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             self.devices.start_all(group, self._drivers)
+            kpi_task = (group.create_task(kpi.run(self._pipeline.publish, kpi_stop), name="kpi")
+                        if kpi is not None else None)
             senders = [group.create_task(d.run(), name=f"sink:{d.sink.name}")
                        for d in deliveries]
             await stop.wait()
             timeout = self.config.gateway.shutdown_timeout
             log.info("stopping: polling ends, flushing sinks (up to %.1fs)", timeout)
             await self.devices.stop_all()
+            kpi_stop.set()
+            if kpi_task is not None:
+                await kpi_task
             self._pipeline.store()
             polling_done.set()
             for delivery in deliveries:
@@ -171,6 +191,8 @@ class Gateway:
         self._pipeline.set_deadbands(_deadbands([*devices.drivers.values(), *started]))
         for driver in started:
             devices.start(driver)
+        if self.state.kpi is not None:
+            self.state.kpi.replace_drivers(devices.drivers.values())
         log.info("reload: added %s, removed %s, changed %s", changes["added"] or "none",
                  changes["removed"] or "none", changes["changed"] or "none")
         return changes

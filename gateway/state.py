@@ -11,6 +11,7 @@ from prometheus_client import Histogram
 
 from gateway.buffer import DurableBuffer
 from gateway.config import GatewayConfig
+from gateway.kpi.stage import KpiStage
 from gateway.models import Reading
 from gateway.sinks import Sink
 
@@ -59,3 +60,5 @@ class GatewayState:
     tags: TagState = field(default_factory=TagState)
     buffer: DurableBuffer | None = None
     read_seconds: Histogram = field(default_factory=_read_seconds)
+    kpi: KpiStage | None = None
+    """The edge KPIs, when a device has an `oee:` block (`kpi.engine.shift_figures(...)`)."""

@@ -38,6 +38,9 @@ class DeviceSupervisor:
         self._publish = publish
         self._group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Held by every poll and every command: a command runs between two polls, and commands
+        # run one at a time in the order they came (asyncio.Lock is first come, first served).
+        self._locks: dict[str, asyncio.Lock] = {}
         # Devices whose task is inside driver.read(), and devices asked to stop: a stop lets
         # a read in flight finish and buffers its answer (the PLC already served it).
         self._reading: set[str] = set()
@@ -58,6 +61,7 @@ class DeviceSupervisor:
         if driver.name in self._tasks:
             raise RuntimeError(f"{driver.name} already has a task")  # a bug, never two pollers
         self.drivers[driver.name] = driver
+        self._locks[driver.name] = asyncio.Lock()
         self.state.health[driver.name] = DeviceHealth(driver.config.poll_interval)
         self._tasks[driver.name] = self._group.create_task(
             self._run_device(driver), name=f"device:{driver.name}")
@@ -76,6 +80,15 @@ class DeviceSupervisor:
             await _cancel(name, task)
         finally:
             self._stopping.discard(name)
+
+    def device(self, name: str) -> tuple[Driver, asyncio.Lock] | None:
+        """A running device's driver and the lock its polls hold (for commands)."""
+        driver = self.drivers.get(name)
+        return (driver, self._locks[name]) if driver is not None else None
+
+    def is_up(self, name: str) -> bool:
+        health = self.state.health.get(name)
+        return health is not None and health.error is None and health.last_ok is not None
 
     async def stop_all(self) -> None:
         """Stop every device; no device starts after this (a late reload is refused)."""
@@ -134,7 +147,8 @@ class DeviceSupervisor:
             started = time.monotonic()
             self._reading.add(driver.name)
             try:
-                readings = await driver.read()
+                async with self._locks[driver.name]:
+                    readings = await driver.read()
             finally:
                 self._reading.discard(driver.name)
             self.state.read_seconds.labels(driver.name).observe(time.monotonic() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -48,6 +49,13 @@ class ModbusTag(StrictModel):
                                description="string only: registers (2 characters each)")
     bit: int | None = Field(None, ge=0, le=15,
                             description="bool on a register: the bit (0 = least significant)")
+    writable: bool = Field(False, description="Commands may write it (holding or coil only)")
+    write_single: bool = Field(False, description="Write a one-register tag with function 6 "
+                               "instead of 16 (devices without function 16)")
+    min: float | None = Field(None, description="Lowest value a write may set (engineering "
+                              "units)")
+    max: float | None = Field(None, description="Highest value a write may set (engineering "
+                              "units)")
 
     # Field validators (rather than one model validator) so that an error's key path names the
     # offending key: `tags[3].bit`, not just `tags[3]`. Each sees the fields declared before it.
@@ -81,6 +89,45 @@ class ModbusTag(StrictModel):
             raise ValueError(f"bit needs type bool, not {info.data['type']}")
         return value
 
+    @field_validator("writable", mode="after")
+    @classmethod
+    def _writable_table(cls, value: bool, info: ValidationInfo) -> bool:
+        table = info.data.get("table")
+        if value and table in ("input", "discrete"):
+            what = "an input register" if table == "input" else "a discrete input"
+            raise ValueError(f"{what} cannot be written: writable needs table holding or coil")
+        if value and info.data.get("scale") == 0:
+            raise ValueError("a tag with scale 0 cannot be written (nothing to reverse)")
+        return value
+
+    @field_validator("write_single", mode="after")
+    @classmethod
+    def _single_register(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value:
+            return value
+        if info.data.get("table") != "holding":
+            raise ValueError("write_single (function 6) applies to holding registers only")
+        data_type, length = info.data.get("type"), info.data.get("length")
+        if data_type is not None and register_count(data_type, length) != 1:
+            raise ValueError(f"write_single (function 6) writes one register; a {data_type} "
+                             f"needs {register_count(data_type, length)}")
+        return value
+
+    @field_validator("min", "max", mode="after")
+    @classmethod
+    def _limits_of_numbers(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be a finite number, not {value}")
+        if info.data.get("type") in ("bool", "string"):
+            raise ValueError(f"{info.field_name} applies to numbers, not type "
+                             f"{info.data['type']}")
+        if info.field_name == "max" and info.data.get("min") is not None \
+                and value < info.data["min"]:
+            raise ValueError(f"max {value} is below min {info.data['min']}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ModbusTag:
         if (self.scale != 1 or self.offset != 0) and self.type in ("bool", "string"):
@@ -108,6 +155,13 @@ class ModbusDeviceConfig(DeviceConfig):
     max_bits_per_read: int = Field(MAX_BITS, ge=1, le=MAX_BITS,
                                    description="Coils/discrete inputs per read")
     tags: list[ModbusTag] = Field(min_length=1, description="The values to read; names unique")
+
+    def tag_types(self) -> dict[str, str]:
+        return {tag.name: tag.type for tag in self.tags}
+
+    def value_types(self) -> dict[str, str]:
+        return {tag.name: "float64" if tag.type not in ("bool", "string") and
+                (tag.scale != 1 or tag.offset != 0) else tag.type for tag in self.tags}
 
     @field_validator("tags")
     @classmethod

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
 
 from drivers.base import DeviceConfig, Driver
-from drivers.modbus.codec import apply_scale, decode_registers, is_finite
+from drivers.modbus.answers import AnswerProblem, Expected
+from drivers.modbus.codec import apply_scale, decode_registers, encode_value, is_finite, set_bit
 from drivers.modbus.config import ModbusDeviceConfig, ModbusTag
+from drivers.modbus.framing import CheckedRtuFramer, CheckedSocketFramer, quiet_pymodbus
 from drivers.modbus.planner import BIT_TABLES, ReadPlan, ReadRequest, TagSpan, plan_reads
-from gateway.errors import DecodeError, DeviceUnreachable
+from drivers.modbus.writes import check_writable, plan_write
+from gateway.errors import DecodeError, DeviceUnreachable, WriteRefused
 from gateway.metrics import COUNTERS
 from gateway.models import Reading, bad_reading, good_reading, utc_now
 
@@ -26,23 +31,52 @@ EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal
                    11: "gateway target device failed to respond"}
 _READ_METHOD = {"holding": "read_holding_registers", "input": "read_input_registers",
                 "coil": "read_coils", "discrete": "read_discrete_inputs"}
+_TRANSACTION_IDS = re.compile(r"transaction id \d+, expected \d+")
+_READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 class _Link:
     """One connection's state. pymodbus 3.16 does not fail a pending request when the peer
     closes the connection (measured: the request waits out its full timeout), so its
-    connect/disconnect callback cancels the request in flight instead. One `_Link` per client,
-    so a late callback from a closed client cannot touch the next connection."""
+    connect/disconnect callback cancels the request in flight instead; the checked framer
+    (framing.py) does the same for an answer that is wrong. One `_Link` per client, so a late
+    callback from a closed client cannot touch the next connection."""
 
     def __init__(self) -> None:
         self.lost = False
         self.inflight: asyncio.Task[Any] | None = None
+        self.expected: Expected | None = None
+        self.failure: AnswerProblem | None = None
+        self.skipped: str | None = None
 
     def changed(self, connected: bool) -> None:
         if not connected:
             self.lost = True
-            if self.inflight is not None:
-                self.inflight.cancel()
+            self._cancel()
+
+    def fail(self, problem: AnswerProblem) -> None:
+        if self.failure is None:
+            self.failure = problem
+        self._cancel()
+
+    def skip(self, what: str) -> None:
+        self.skipped = what
+
+    def start(self, expected: Expected) -> None:
+        self.expected, self.failure, self.skipped = expected, None, None
+
+    def _cancel(self) -> None:
+        if self.inflight is not None:
+            self.inflight.cancel()
+
+
+class _BadAnswer(Exception):
+    """An answer that does not answer its request (internal: becomes bad readings, or the
+    reason a write failed)."""
+
+    def __init__(self, problem: AnswerProblem) -> None:
+        self.problem = problem
+        super().__init__(problem.reason)
 
 
 class ModbusDriver(Driver):
@@ -64,9 +98,15 @@ class ModbusDriver(Driver):
                         for request in self.plan.requests}
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._link = _Link()
+        # The last problem of each request, logged when it starts, changes and ends.
+        self._problems: dict[ReadRequest, str] = {}
+        quiet_pymodbus()
 
     def tag_names(self) -> list[str]:
         return list(self.tags)
+
+    def writable_tags(self) -> set[str]:
+        return {name for name, tag in self.tags.items() if tag.writable}
 
     def tag_units(self) -> dict[str, str | None]:
         return {name: tag.unit for name, tag in self.tags.items()}
@@ -98,6 +138,9 @@ class ModbusDriver(Driver):
                 conn.serial, baudrate=conn.baudrate, parity=conn.parity, stopbits=conn.stopbits,
                 bytesize=conn.bytesize, **common)
             where = conn.serial
+        framer = self._client.ctx.framer
+        checked = CheckedSocketFramer if conn.host is not None else CheckedRtuFramer
+        self._client.ctx.framer = checked(framer.decoder, self._link)
         try:
             connected = await self._client.connect()
         except (OSError, ModbusException) as exc:
@@ -120,38 +163,141 @@ class ModbusDriver(Driver):
         return readings
 
     async def _execute(self, request: ReadRequest) -> list[Reading]:
-        if self._client is None or not self._client.connected or self._link.lost:
-            raise DeviceUnreachable("not connected", self.name)
-        method = getattr(self._client, _READ_METHOD[request.table])
-        COUNTERS.inc("gateway_modbus_requests_total", device=self.name)
-        unit_id = self.settings.connection.unit_id
-        link = self._link
-        link.inflight = asyncio.ensure_future(
-            method(request.start, count=request.count, device_id=unit_id))
+        expected = Expected(_READ_FUNCTION[request.table], request.start, request.count)
         try:
-            answer = await link.inflight
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if link.lost and (current is None or not current.cancelling()):
-                raise DeviceUnreachable(f"connection to unit {unit_id} lost", self.name) from None
-            raise
-        except (ModbusException, OSError) as exc:
-            # pymodbus 3.16 reports a timeout as ModbusIOException and a dropped connection as
-            # ConnectionException; OSError covers a socket that fails under it.
-            raise DeviceUnreachable(f"no answer from unit {unit_id}: {exc}", self.name) from exc
-        finally:
-            link.inflight = None
+            answer = await self._call(expected, _READ_METHOD[request.table], request.start,
+                                      count=request.count)
+        except _BadAnswer as bad:
+            return self._all_bad(request, bad.problem.reason, bad.problem.kind, utc_now())
         arrived = utc_now()
         if answer.isError():
-            code = getattr(answer, "exception_code", 0)
-            reason = f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
+            reason = _exception_reason(answer)
             return self._all_bad(request, reason, "exception", arrived)
         values = answer.bits if request.table in BIT_TABLES else answer.registers
         if values is None or len(values) < request.count:
             got = 0 if values is None else len(values)
             reason = f"malformed answer: {got} of {request.count} values"
             return self._all_bad(request, reason, "malformed", arrived)
+        if request in self._problems:
+            log.info("%s: %s answered well again", self.name, request.describe())
+            del self._problems[request]
         return self.decode(request, values, arrived)
+
+    async def _call(self, expected: Expected, method: str, *args: Any,
+                    **kwargs: Any) -> ModbusPDU:
+        """One request and its answer, checked against it (framing.py). Raises
+        DeviceUnreachable (no answer, connection lost) or _BadAnswer (a wrong answer)."""
+        if self._client is None or not self._client.connected or self._link.lost:
+            raise DeviceUnreachable("not connected", self.name)
+        COUNTERS.inc("gateway_modbus_requests_total", device=self.name)
+        unit_id = self.settings.connection.unit_id
+        link = self._link
+        link.start(expected)
+        link.inflight = asyncio.ensure_future(
+            getattr(self._client, method)(*args, device_id=unit_id, **kwargs))
+        try:
+            answer: ModbusPDU = await link.inflight
+            return answer
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            if link.failure is not None:
+                raise _BadAnswer(link.failure) from None
+            if link.lost:
+                raise DeviceUnreachable(f"connection to unit {unit_id} lost", self.name) from None
+            raise
+        except (ModbusException, OSError) as exc:
+            if link.skipped is not None:
+                # Something came back, but not an answer to this request.
+                raise _BadAnswer(AnswerProblem("mismatch", f"no matching answer: "
+                                                           f"{link.skipped}")) from None
+            # pymodbus 3.16 reports a timeout as ModbusIOException and a dropped connection as
+            # ConnectionException; OSError covers a socket that fails under it.
+            raise DeviceUnreachable(f"no answer from unit {unit_id}: {exc}", self.name) from exc
+        finally:
+            link.inflight = None
+            link.expected = None
+
+    async def write(self, tag: str, value: object) -> object:
+        """Write `value` (engineering units) to `tag`, read the tag back and return that value.
+
+        Raises WriteRefused when nothing was written (unknown or read-only tag, wrong type,
+        outside min/max, does not fit the type, an exception answer from the PLC);
+        DeviceUnreachable when the device does not answer (the write may have happened);
+        DecodeError when a wrong answer to the write, or a bad read-back, leaves it unclear.
+        """
+        spec = check_writable(self.tags.get(tag), tag)
+        planned = plan_write(spec, value)
+        if spec.table == "coil":
+            state = bool(planned)
+            await self._write(spec, Expected(5, spec.address, value=0xFF00 if state else 0),
+                              "write_coil", spec.address, state)
+        elif spec.bit is not None:
+            await self._write_bit(spec, bool(planned))
+        else:
+            registers = encode_value(planned, "bool") if isinstance(planned, bool) else planned
+            await self._write_registers(spec, registers)
+        return await self._read_back(spec)
+
+    async def _write_bit(self, spec: ModbusTag, state: bool) -> None:
+        """Read-modify-write of the status word: only the tag's bit changes (a bit the PLC
+        changes between the read and the write is overwritten: Modbus has no bit write for
+        holding registers)."""
+        assert spec.bit is not None
+        try:
+            [current] = await self._read_raw(spec, 1)
+        except DecodeError as exc:
+            raise WriteRefused(f"cannot read register {spec.address} to change its bit "
+                               f"{spec.bit}: {exc}") from None
+        await self._write_registers(spec, [set_bit(current, spec.bit, state, spec.byte_order)])
+
+    async def _write_registers(self, spec: ModbusTag, registers: list[int]) -> None:
+        if spec.write_single and len(registers) == 1:
+            await self._write(spec, Expected(6, spec.address, value=registers[0]),
+                              "write_register", spec.address, registers[0])
+        else:
+            await self._write(spec, Expected(16, spec.address, count=len(registers)),
+                              "write_registers", spec.address, registers)
+
+    async def _write(self, spec: ModbusTag, expected: Expected, method: str,
+                     *args: Any) -> None:
+        try:
+            answer = await self._call(expected, method, *args)
+        except _BadAnswer as bad:
+            COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=bad.problem.kind)
+            raise DecodeError(f"unclear whether it was written: {bad.problem.reason}",
+                              self.name, spec.name) from None
+        if answer.isError():
+            COUNTERS.inc("gateway_device_errors_total", device=self.name, kind="exception")
+            raise WriteRefused(f"the PLC refused the write: {_exception_reason(answer)}")
+
+    async def _read_raw(self, spec: ModbusTag, count: int) -> Sequence[Any]:
+        """`count` registers or bits of the tag's table from its address, or DecodeError."""
+        table = spec.table
+        expected = Expected(_READ_FUNCTION[table], spec.address, count)
+        try:
+            answer = await self._call(expected, _READ_METHOD[table], spec.address, count=count)
+        except _BadAnswer as bad:
+            COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=bad.problem.kind)
+            raise DecodeError(bad.problem.reason, self.name, spec.name) from None
+        if answer.isError():
+            COUNTERS.inc("gateway_device_errors_total", device=self.name, kind="exception")
+            raise DecodeError(_exception_reason(answer), self.name, spec.name)
+        values: Sequence[Any] = answer.bits if table in BIT_TABLES else answer.registers
+        return values[:count]
+
+    async def _read_back(self, spec: ModbusTag) -> object:
+        try:
+            values = await self._read_raw(spec, spec.size)
+        except DecodeError as exc:
+            raise DecodeError(f"written, but reading it back failed: {exc}", self.name,
+                              spec.name) from None
+        reading = self._reading(spec, values, spec.address, utc_now())
+        if reading.error is not None:
+            raise DecodeError(f"written, but the value read back is bad: {reading.error}",
+                              self.name, spec.name)
+        return reading.value
 
     def decode(self, request: ReadRequest, values: Sequence[Any], arrived: Any) -> list[Reading]:
         """The readings of one good answer to `request`."""
@@ -190,10 +336,19 @@ class ModbusDriver(Driver):
     def _all_bad(self, request: ReadRequest, reason: str, kind: str,
                  arrived: Any) -> list[Reading]:
         COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=kind)
-        log.warning("%s: %s reading %s", self.name, reason, request.describe())
+        # Transaction ids change with every request: the same problem all the same.
+        problem = _TRANSACTION_IDS.sub("transaction id", reason)
+        if self._problems.get(request) != problem:
+            log.warning("%s: %s reading %s", self.name, reason, request.describe())
+            self._problems[request] = problem
         names = dict.fromkeys(span.name for span in request.tags)
         return [bad_reading(self.name, name, reason, self.tags[name].unit, arrived)
                 for name in names]
+
+
+def _exception_reason(answer: ModbusPDU) -> str:
+    code = getattr(answer, "exception_code", 0)
+    return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
 
 
 def _plain_sign(tag: ModbusTag) -> int | None:

@@ -122,6 +122,9 @@ class OpcUaDeviceConfig(DeviceConfig):
                               "in gateway_opcua_buffer_dropped_total")
     tags: list[OpcUaTag] = Field(min_length=1, description="Nodes to read")
 
+    def tag_types(self) -> dict[str, str]:
+        return {tag.name: "" for tag in self.tags}  # the node's DataType is read at connect
+
     @model_validator(mode="after")
     def _server_deadband_needs_subscribe(self) -> OpcUaDeviceConfig:
         if self.mode == "poll" and (self.server_deadband is not None

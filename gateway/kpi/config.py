@@ -12,10 +12,11 @@ from datetime import time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.kpi.counters import INTEGER_RANGES
 from gateway.kpi.shifts import ShiftCalendar, ShiftSpec, break_problems, overlapping_shifts
+from gateway.strict import StrictModel
 from gateway.units import Duration
 
 KPI_TAGS = ("oee", "oee_availability", "oee_performance", "oee_quality", "oee_total_count",
@@ -45,11 +46,7 @@ def parse_clock(value: Any) -> time:
     return time(hour, minute, second)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BreakConfig(_Strict):
+class BreakConfig(StrictModel):
     start: time = Field(description='Local time the planned stop begins, e.g. "10:00"')
     end: time = Field(description='Local time it ends, e.g. "10:15"')
 
@@ -59,7 +56,7 @@ class BreakConfig(_Strict):
         return parse_clock(value)
 
 
-class ShiftConfig(_Strict):
+class ShiftConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^\S+$",
                       description="Shift name, published in oee_shift (no spaces)")
     start: time = Field(description='Local start time, e.g. "06:00"')
@@ -90,7 +87,7 @@ def _default_shifts() -> list[ShiftConfig]:
     return [ShiftConfig(name="day", start=time(0), end=time(0))]
 
 
-class KpiSettings(_Strict):
+class KpiSettings(StrictModel):
     """The gateway-level keys of the edge KPIs (`gateway.timezone`, `.shifts`, `.kpi_interval`)."""
 
     timezone: str = Field("UTC", description="IANA time zone of the shift plan, e.g. "
@@ -129,14 +126,14 @@ class KpiSettings(_Strict):
         return ShiftCalendar(self.timezone, [s.spec() for s in self.shifts])
 
 
-class RunningConfig(_Strict):
+class RunningConfig(StrictModel):
     tag: str = Field(min_length=1, description="Tag that says whether the machine runs")
     values: list[bool | int | str] | None = Field(
         None, min_length=1, description="State codes that mean running (for a state tag); "
         "left out: the tag is a bool, true means running")
 
 
-class OeeConfig(_Strict):
+class OeeConfig(StrictModel):
     """A device's `oee:` block: which of its tags say running, parts and rejects."""
 
     running: RunningConfig = Field(description="{tag: running} or {tag: state, values: [1, 2]}")

@@ -7,11 +7,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
 from gateway.models import Reading
+
+if TYPE_CHECKING:
+    from gateway.commands import CommandRouter
 from gateway.strict import StrictModel
 
 
@@ -56,8 +59,8 @@ class SinkEnvironment:
     gateway_id: str
     site: str
     contexts: Mapping[str, DeviceContext]
-    data_dir: Path = Path("./data")
-    """Where a sink may keep small state files of its own (beside the buffer)."""
+    buffer_path: Path = Path("./data/buffer.db")
+    """The buffer's file: a sink may keep small state files of its own beside it."""
 
 
 class Sink(ABC):
@@ -78,6 +81,16 @@ class Sink(ABC):
         self.contexts = contexts
         if name:
             self.name = name
+
+    commands: CommandRouter | None = None
+    """Set by the runtime before `start()` when `wants_commands`: where the sink sends the
+    commands it receives (`await self.commands.execute(Command(...))`)."""
+
+    @property
+    def wants_commands(self) -> bool:
+        """Whether this sink forwards commands to the devices (its config says `commands:
+        true`); off unless a sink says so."""
+        return False
 
     @classmethod
     def from_settings(cls, name: str, settings: SinkSettings,

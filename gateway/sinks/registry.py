@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
-from gateway.errors import GatewayError
+from gateway.plugins import PluginNotFound, load_plugin, plugin_names
 from gateway.sinks import Sink
 
 ENTRY_POINT_GROUP = "gateway.sinks"
 
 
-class SinkNotFound(GatewayError):
+class SinkNotFound(PluginNotFound):
     pass
 
 
 def available_sinks() -> list[str]:
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return plugin_names(ENTRY_POINT_GROUP)
 
 
 def builtin_sinks() -> list[str]:
     """The sinks this package ships (as opposed to installed plugins)."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)
-                   if ep.value.startswith("gateway.sinks.")})
+    return plugin_names(ENTRY_POINT_GROUP, "gateway.sinks.")
 
 
 def load_sink(type_name: str) -> type[Sink]:
-    """The sink class registered under `type_name`; a clear error names a missing or broken
-    plugin."""
-    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == type_name]
-    if not matches:
-        known = ", ".join(available_sinks()) or "none"
-        raise SinkNotFound(f"unknown sink type {type_name!r} (installed: {known})")
+    """The sink class registered under `type_name`."""
     try:
-        sink = matches[0].load()
-    except Exception as exc:  # a plugin's import error must name the plugin
-        raise SinkNotFound(
-            f"sink plugin {type_name!r} ({matches[0].value}) failed to import: {exc}") from exc
-    if not (isinstance(sink, type) and issubclass(sink, Sink)):
-        raise SinkNotFound(f"sink plugin {type_name!r} ({matches[0].value}) is not a Sink class")
-    return sink
+        return load_plugin(ENTRY_POINT_GROUP, type_name, Sink, "sink type")
+    except PluginNotFound as exc:
+        raise SinkNotFound(str(exc).replace("sink type plugin", "sink plugin")) from None

@@ -87,8 +87,9 @@ def test_views_do_not_import_the_runtime() -> None:
         assert "gateway.runtime" not in source, view
 
 
-def test_the_example_plugin_imports_only_the_sdk() -> None:
-    source = ROOT / "examples" / "gateway-hoststats" / "gateway_hoststats" / "__init__.py"
+@pytest.mark.parametrize("module", ["__init__.py", "jsonl_sink.py"])
+def test_the_example_plugins_import_only_the_sdk(module: str) -> None:
+    source = ROOT / "examples" / "gateway-hoststats" / "gateway_hoststats" / module
     gateway_imports = {m for m in top_level_imports(source)
                        if m.split(".")[0] in PACKAGES}
     assert gateway_imports == {"gateway.sdk"}

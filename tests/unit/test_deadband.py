@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.backoff import Backoff
-from gateway.models import Quality, Reading
 from gateway.deadband import DeadbandFilter
+from gateway.models import Quality, Reading
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
