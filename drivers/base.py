@@ -18,6 +18,21 @@ Publish = Callable[[Sequence[Reading]], None]
 """How a push driver hands readings to the runtime as they arrive."""
 
 
+TAG_NAME_PATTERN = r"^[^/#+\s]+$"
+
+
+class TagConfig(StrictModel):
+    """Keys every tag has, whatever its driver; drivers subclass it with their own."""
+
+    name: str = Field(min_length=1, pattern=TAG_NAME_PATTERN,
+                      description="Tag name (a topic level, an InfluxDB field)")
+    unit: str | None = Field(None, description="Engineering unit, e.g. degC")
+    deadband: float | None = Field(None, ge=0, description="Publish only moves larger than this")
+    enum: dict[int, str] | None = Field(
+        None, description="Text of each value of an enumeration, e.g. {0: idle, 1: running, "
+        "2: fault}: MQTT payloads carry it as `text`, the status page shows it")
+
+
 class DeviceConfig(StrictModel):
     """Fields every device has, whatever its driver. Drivers subclass it with their own
     `connection` and `tags` models; unknown keys are errors."""
@@ -35,6 +50,11 @@ class DeviceConfig(StrictModel):
     reconnect_max_backoff: Duration = Field(
         30.0, gt=0, description="Cap of the reconnect backoff (it starts at 0.5 s and doubles, "
         "with jitter)")
+
+    def declared_tags(self) -> Sequence[TagConfig]:
+        """The device's tags, where its driver declares them as `TagConfig`s (the built-ins
+        do): the driver's tag names, units, deadbands and enumerations derive from them."""
+        return ()
 
     def value_types(self) -> dict[str, str]:
         """Tag name -> the type of its published value (a scaled integer publishes float64),
@@ -67,17 +87,21 @@ class Driver(ABC):
     def name(self) -> str:
         return self.config.name
 
-    @abstractmethod
     def tag_names(self) -> list[str]:
         """Every tag this device publishes, in config order."""
+        return [tag.name for tag in self.config.declared_tags()]
 
     def tag_units(self) -> dict[str, str | None]:
         """Unit per tag, for the bad readings the runtime makes when the device is down."""
-        return {}
+        return {tag.name: tag.unit for tag in self.config.declared_tags()}
 
     def deadbands(self) -> dict[str, float]:
         """Deadband per tag that has one: publish only when the value moved more than this."""
-        return {}
+        return {t.name: t.deadband for t in self.config.declared_tags() if t.deadband is not None}
+
+    def enums(self) -> dict[str, dict[int, str]]:
+        """Value texts per tag that is an enumeration."""
+        return {t.name: t.enum for t in self.config.declared_tags() if t.enum}
 
     def describe_plan(self) -> str:
         """A human-readable description of how the device is read (`gateway check --plan`)."""

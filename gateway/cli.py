@@ -187,6 +187,8 @@ def _reload(args: argparse.Namespace) -> int:
     url = f"http://{config.gateway.http.listen}/api/reload?config={named}"
     try:
         request = urllib.request.Request(url, method="POST")
+        if (token := config.gateway.http.token) is not None:
+            request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
         with urllib.request.urlopen(request, timeout=30) as answer:
             result = json.loads(answer.read())
     except urllib.error.HTTPError as exc:

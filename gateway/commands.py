@@ -14,7 +14,7 @@ from datetime import datetime
 from drivers.base import Driver
 from gateway.errors import DriverError, WriteRefused
 from gateway.metrics import COUNTERS
-from gateway.models import utc_now
+from gateway.models import iso_z, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class CommandResult:
         """The `/set/result` message (DESIGN.md, "Commands")."""
         if self.ok:
             return {"id": command_id, "ok": True, "value": self.value,
-                    "ts": self.ts.isoformat().replace("+00:00", "Z")}
+                    "ts": iso_z(self.ts)}
         return {"id": command_id, "ok": False, "error": self.error}
 
 

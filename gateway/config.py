@@ -17,6 +17,7 @@ from pydantic import (
     SecretStr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -44,6 +45,39 @@ class BufferConfig(StrictModel):
 class HttpConfig(StrictModel):
     listen: str = Field("127.0.0.1:8080", description="host:port of /healthz, /metrics, /api/tags")
     enabled: bool = True
+    token: SecretStr | None = Field(
+        None, validate_default=True, description="Bearer token, e.g. ${GATEWAY_HTTP_TOKEN} "
+        "(16+ characters); required when listen is not loopback. Guards POST /api/reload, and "
+        "on a non-loopback listen every path but /healthz and the page")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        from gateway.http_access import parse_listen
+
+        parse_listen(listen)
+        return listen
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("token")
+    @classmethod
+    def _token_guards_the_network(cls, token: SecretStr | None,
+                                  info: ValidationInfo) -> SecretStr | None:
+        from gateway.http_access import is_loopback, parse_listen, token_problem
+
+        if token is not None:
+            if problem := token_problem(token.get_secret_value()):
+                raise ValueError(problem)
+            return token
+        listen, enabled = info.data.get("listen"), info.data.get("enabled", True)
+        if enabled and listen is not None and not is_loopback(parse_listen(listen)[0]):
+            raise ValueError(f"listen {listen} is reachable from the network: set a token "
+                             "(token: ${GATEWAY_HTTP_TOKEN}) or listen on 127.0.0.1")
+        return token
 
 
 class GatewaySettings(KpiSettings):

@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from gateway.models import iso_z
+
 _URL_CREDENTIALS = re.compile(r"(\w+://)([^:/@\s]+):([^@/\s]+)@")
 
 
@@ -38,7 +40,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "ts": iso_z(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -49,6 +50,13 @@ class Reading(BaseModel):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@lru_cache(maxsize=4096)  # the readings of one poll share their timestamp
+def iso_z(ts: datetime) -> str:
+    """`2026-11-24T01:02:03.123456Z`: the one text form of an instant on every wire (always
+    microseconds, UTC with Z)."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 _SCALAR_TYPES = frozenset({bool, int, float, str})

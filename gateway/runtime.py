@@ -16,12 +16,12 @@ from gateway.commands import CommandRouter
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery import SinkDelivery
 from gateway.errors import ConfigError
+from gateway.http_server import StatusServer
 from gateway.kpi.stage import KpiStage
 from gateway.pipeline import Pipeline
 from gateway.sinks import DeviceContext, Sink, SinkEnvironment
 from gateway.sinks.registry import load_sink
 from gateway.state import GatewayState
-from gateway.status import StatusServer
 from gateway.supervisor import DeviceSupervisor, build_drivers
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def device_contexts(config: GatewayConfig) -> dict[str, DeviceContext]:
     return {d.name: DeviceContext(gateway=config.gateway.id, site=config.gateway.site,
                                   area=d.area, line=d.line, device=d.name,
-                                  value_types=d.value_types())
+                                  value_types=d.value_types(),
+                                  enums={t.name: t.enum for t in d.declared_tags() if t.enum})
             for d in config.devices}
 
 
@@ -107,6 +108,7 @@ class Gateway:
         self.status_server = None
         if self.config.gateway.http.enabled:
             self.status_server = StatusServer(self.state, self.config.gateway.http.listen,
+                                              self.config.gateway.http.token,
                                               reload=self.reload_from_file)
             await self.status_server.start()
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, TagConfig
 from drivers.modbus.codec import DataType, Order, register_count
 from drivers.modbus.planner import BIT_TABLES, MAX_BITS, MAX_REGISTERS, Table
 from gateway.strict import StrictModel
@@ -32,9 +32,7 @@ class ModbusConnection(StrictModel):
         return self
 
 
-class ModbusTag(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[^/#+\s]+$",
-                      description="Tag name (a topic level, an InfluxDB field)")
+class ModbusTag(TagConfig):
     table: Table = Field(description="holding | input | coil | discrete")
     address: int = Field(ge=0, le=65535, description="Zero-based protocol address")
     type: DataType = Field("uint16", description="bool int16 uint16 int32 uint32 int64 uint64 "
@@ -43,8 +41,6 @@ class ModbusTag(StrictModel):
     word_order: Order = Field("big", description="Register order of 32/64-bit values")
     scale: float = Field(1.0, description="value * scale + offset")
     offset: float = Field(0.0, description="Added after scaling: value * scale + offset")
-    unit: str | None = Field(None, description="Engineering unit, e.g. degC")
-    deadband: float | None = Field(None, ge=0, description="Publish only moves larger than this")
     length: int | None = Field(None, ge=1, le=MAX_REGISTERS, validate_default=True,
                                description="string only: registers (2 characters each)")
     bit: int | None = Field(None, ge=0, le=15,
@@ -155,6 +151,9 @@ class ModbusDeviceConfig(DeviceConfig):
     max_bits_per_read: int = Field(MAX_BITS, ge=1, le=MAX_BITS,
                                    description="Coils/discrete inputs per read")
     tags: list[ModbusTag] = Field(min_length=1, description="The values to read; names unique")
+
+    def declared_tags(self) -> list[ModbusTag]:
+        return self.tags
 
     def tag_types(self) -> dict[str, str]:
         return {tag.name: tag.type for tag in self.tags}

@@ -102,17 +102,8 @@ class ModbusDriver(Driver):
         self._problems: dict[ReadRequest, str] = {}
         quiet_pymodbus()
 
-    def tag_names(self) -> list[str]:
-        return list(self.tags)
-
     def writable_tags(self) -> set[str]:
         return {name for name, tag in self.tags.items() if tag.writable}
-
-    def tag_units(self) -> dict[str, str | None]:
-        return {name: tag.unit for name, tag in self.tags.items()}
-
-    def deadbands(self) -> dict[str, float]:
-        return {n: t.deadband for n, t in self.tags.items() if t.deadband is not None}
 
     def describe_plan(self) -> str:
         conn = self.settings.connection

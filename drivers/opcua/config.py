@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, TagConfig
 from drivers.opcua import nodeids
 from gateway.strict import StrictModel
 from gateway.units import Duration
@@ -85,16 +85,25 @@ class OpcUaConnection(StrictModel):
         return self
 
 
-class OpcUaTag(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[^/#+\s]+$", description="Tag name")
+class OpcUaTag(TagConfig):
     node: str = Field(min_length=1, description='Node id, e.g. "ns=2;s=Spindle.Speed", or '
                       '"nsu=<namespace URI>;s=..." to survive namespace renumbering')
-    unit: str | None = Field(None, description="Engineering unit")
-    deadband: float | None = Field(None, ge=0, description="Gateway-side deadband")
     server_deadband: float | None = Field(None, ge=0, description="Server-side deadband of "
                                           "this tag (subscribe mode); overrides the device's")
     server_deadband_type: DeadbandType | None = Field(None, description="absolute | percent; "
                                                       "overrides the device's")
+    writable: bool = Field(False, description="Commands may write this node (a Write of its "
+                           "Value attribute, in the node's DataType); off by default")
+    min: float | None = Field(None, description="A written value below this is refused")
+    max: float | None = Field(None, description="A written value above this is refused")
+
+    @model_validator(mode="after")
+    def _write_limits(self) -> OpcUaTag:
+        if (self.min is not None or self.max is not None) and not self.writable:
+            raise ValueError("min and max limit writes: they need writable: true")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
 
     @field_validator("node")
     @classmethod
@@ -121,6 +130,9 @@ class OpcUaDeviceConfig(DeviceConfig):
                               "between two reads; past it the oldest are dropped and counted "
                               "in gateway_opcua_buffer_dropped_total")
     tags: list[OpcUaTag] = Field(min_length=1, description="Nodes to read")
+
+    def declared_tags(self) -> list[OpcUaTag]:
+        return self.tags
 
     def tag_types(self) -> dict[str, str]:
         return {tag.name: "" for tag in self.tags}  # the node's DataType is read at connect

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from drivers.opcua import nodeids
 from drivers.opcua.config import POLICIES, OpcUaConnection
+from drivers.opcua.reasons import reason
 from drivers.opcua.session import open_client
 from gateway.errors import DeviceUnreachable
 
@@ -312,10 +313,12 @@ async def discover(args: argparse.Namespace) -> str:
     try:
         namespaces = await client.get_namespace_array()
         root = _root(args.root, namespaces)
+        await _require_node(client, root, args.root)
         namespace = _namespace(args.namespace, namespaces)
         variables = await browse(client, root, args.depth, namespace, path_filter(args.filter))
     except (ua.UaError, OSError, TimeoutError) as exc:
-        raise DiscoverError(f"{args.url}: browsing failed: {exc}") from exc
+        raise DiscoverError(f"{args.url}: browsing failed: "
+                            f"{reason(exc, connection.timeout)}") from exc
     finally:
         await _disconnect(client)
     if not variables:
@@ -354,6 +357,17 @@ def _root(text: str, namespaces: Sequence[str]) -> ua.NodeId:
         raise DiscoverError(f"--root: the server has no namespace {uri} "
                             f"(it has {_listed(namespaces)})")
     return nodeids.resolve(text, namespaces)
+
+
+async def _require_node(client: Client, root: ua.NodeId, text: str) -> None:
+    """A root the server does not have is "not found", not an empty browse."""
+    try:
+        await client.get_node(root).read_node_class()
+    except ua.UaStatusCodeError as exc:
+        status = ua.StatusCode(exc.code).name
+        if status in ("BadNodeIdUnknown", "BadNodeIdInvalid"):
+            raise DiscoverError(f"--root {text}: not found on the server ({status})") from exc
+        raise
 
 
 def _namespace(text: str | None, namespaces: Sequence[str]) -> int | None:

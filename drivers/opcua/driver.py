@@ -17,12 +17,13 @@ from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
 
 from drivers.base import Driver, Publish
-from drivers.opcua import nodeids, planning
+from drivers.opcua import nodeids, planning, writes
 from drivers.opcua.config import OpcUaDeviceConfig
 from drivers.opcua.notifications import NotificationBuffer
+from drivers.opcua.reasons import reason
 from drivers.opcua.session import open_client
-from drivers.opcua.values import quality_of, to_reading
-from gateway.errors import DeviceUnreachable, DriverError
+from drivers.opcua.values import quality_of, to_reading, to_value
+from gateway.errors import DeviceUnreachable, DriverError, WriteRefused
 from gateway.models import Quality, Reading, bad_reading
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,8 @@ class OpcUaDriver(Driver):
         self._buffer = NotificationBuffer(config.name, config.max_buffered)
         self._dead: str | None = None
         self._consumer: asyncio.Task[None] | None = None
+        self._write_types: dict[int, ua.VariantType | str] = {}  # by tag index: type or why not
         self._arrived = asyncio.Event()  # notifications were buffered since the last drain
-
-    def tag_names(self) -> list[str]:
-        return [t.name for t in self.cfg.tags]
-
-    def tag_units(self) -> dict[str, str | None]:
-        return {t.name: t.unit for t in self.cfg.tags}
-
-    def deadbands(self) -> dict[str, float]:
-        return {t.name: t.deadband for t in self.cfg.tags if t.deadband is not None}
 
     def describe_plan(self) -> str:
         return (f"{self.name}: {len(self.cfg.tags)} node(s) from "
@@ -72,6 +65,7 @@ class OpcUaDriver(Driver):
                       if nodeids.needs_namespaces(texts) else [])
             self._node_ids = [nodeids.resolve(t, spaces) for t in texts]
             self.limits = await self._operation_limits(client)
+            self._write_types = await self._data_types(client)
             if self.cfg.mode == "subscribe":
                 await self._subscribe(client)
         except DriverError:
@@ -83,9 +77,10 @@ class OpcUaDriver(Driver):
         try:
             return await asyncio.wait_for(request, self.cfg.connection.timeout)
         except (OSError, TimeoutError, ConnectionError) as exc:
-            raise DeviceUnreachable(f"request failed: {exc or 'timed out'}", self.name) from exc
+            why = reason(exc, self.cfg.connection.timeout)
+            raise DeviceUnreachable(f"request failed: {why}", self.name) from exc
         except ua.UaStatusCodeError as exc:
-            raise DriverError(f"request refused: {exc}", self.name) from exc
+            raise DriverError(f"request refused: {reason(exc)}", self.name) from exc
 
     async def _operation_limits(self, client: Client) -> planning.OperationLimits:
         node_ids = [ua.NodeId(ua.Int32(i)) for i in LIMIT_NODES]
@@ -101,15 +96,81 @@ class OpcUaDriver(Driver):
         log.debug("%s: server operation limits %s", self.name, limits)
         return limits
 
-    async def _read(self, client: Client, node_ids: Sequence[ua.NodeId],
-                    limit: int) -> list[ua.DataValue]:
+    async def _read(self, client: Client, node_ids: Sequence[ua.NodeId], limit: int,
+                    attribute: ua.AttributeIds = ua.AttributeIds.Value) -> list[ua.DataValue]:
         results: list[ua.DataValue] = []
         for chunk in planning.chunked(node_ids, limit):
             params = ua.ReadParameters(TimestampsToReturn=ua.TimestampsToReturn.Both)
-            params.NodesToRead = [ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value)
-                                  for n in chunk]
+            params.NodesToRead = [ua.ReadValueId(NodeId=n, AttributeId=attribute) for n in chunk]
             results += await self._call(client.uaclient.read(params))
         return results
+
+    async def _data_types(self, client: Client) -> dict[int, ua.VariantType | str]:
+        """The built-in type each writable tag's node takes (its DataType attribute, read at
+        every connect: a PLC program download may change it), or why it cannot be written."""
+        indexes = [i for i, t in enumerate(self.cfg.tags) if t.writable]
+        try:
+            answers = await self._read(client, [self._node_ids[i] for i in indexes],
+                                       self.limits.max_nodes_per_read, ua.AttributeIds.DataType)
+        except DeviceUnreachable:
+            raise
+        except DriverError as exc:  # reads go on; writes say why they cannot
+            return {i: f"the node's DataType could not be read ({exc})" for i in indexes}
+        types: dict[int, ua.VariantType | str] = {}
+        for index, dv in zip(indexes, answers, strict=True):
+            data_type = dv.Value.Value if good(dv) and dv.Value is not None else None
+            vtype = writes.variant_type(data_type)
+            if vtype is not None:
+                types[index] = vtype
+            elif data_type is None:
+                status = dv.StatusCode.name if dv.StatusCode is not None else "no value"
+                types[index] = f"the node's DataType could not be read ({status})"
+            else:
+                types[index] = (f"the node's DataType {data_type.to_string()} is not one the "
+                                "gateway writes (Boolean, integers, Float, Double, String, "
+                                "DateTime)")
+        return types
+
+    def writable_tags(self) -> set[str]:
+        return {t.name for t in self.cfg.tags if t.writable}
+
+    async def write(self, tag: str, value: object) -> object:
+        """Write the Value attribute in the node's DataType, then read it back. WriteRefused
+        (nothing sent) for a value that does not fit; WriteRefused with the server's status
+        when the server refuses; DeviceUnreachable when it does not answer."""
+        index = self._writable_index(tag)
+        if self._client is None:
+            raise DeviceUnreachable("not connected", self.name)
+        vtype = self._write_types.get(index, "the node's DataType is not known yet")
+        if isinstance(vtype, str):
+            raise WriteRefused(f"{tag}: {vtype}")
+        config, node_id = self.cfg.tags[index], self._node_ids[index]
+        variant = writes.to_variant(value, vtype, config.min, config.max)
+        params = ua.WriteParameters(NodesToWrite=[ua.WriteValue(
+            NodeId=node_id, AttributeId=ua.AttributeIds.Value, Value=ua.DataValue(variant))])
+        try:
+            [status] = await self._call(self._client.uaclient.write(params))
+        except DeviceUnreachable:
+            raise
+        except DriverError as exc:  # the whole Write service was refused
+            raise WriteRefused(f"the server refused the write: {exc}") from exc
+        if not status.is_good():
+            raise WriteRefused(f"the server refused the write ({status.name})")
+        [dv] = await self._read(self._client, [node_id], 0)
+        if not good(dv) or dv.Value is None:
+            status_name = dv.StatusCode.name if dv.StatusCode is not None else "no value"
+            raise DriverError(f"{tag}: written, but reading it back failed ({status_name})",
+                              self.name, tag)
+        return to_value(dv.Value.Value)
+
+    def _writable_index(self, tag: str) -> int:
+        for index, config in enumerate(self.cfg.tags):
+            if config.name == tag:
+                if not config.writable:
+                    raise WriteRefused(f"{tag} is not writable (its config has no "
+                                       "writable: true)")
+                return index
+        raise WriteRefused(f"{self.name} has no tag {tag}")
 
     async def _subscribe(self, client: Client) -> None:
         # The subscription's iterator, unbounded (the NotificationBuffer bounds what is kept,
@@ -173,7 +234,7 @@ class OpcUaDriver(Driver):
                     self._dead = f"subscription status {event.notification}"
         except Exception as exc:  # the next read() reports it and the session is rebuilt
             log.exception("%s: notification handling failed", self.name)
-            self._dead = f"notification handling failed: {type(exc).__name__}: {exc}"
+            self._dead = f"notification handling failed: {reason(exc, typed=True)}"
 
     @property
     def pushes(self) -> bool:
@@ -205,7 +266,7 @@ class OpcUaDriver(Driver):
         try:
             await self._client.check_connection()
         except Exception as exc:  # asyncua raises several types for a dead link
-            raise DeviceUnreachable(f"session lost: {exc}", self.name) from exc
+            raise DeviceUnreachable(f"session lost: {reason(exc)}", self.name) from exc
         if self._dead:
             raise DeviceUnreachable(self._dead, self.name)
 

@@ -14,8 +14,9 @@ import logging
 from asyncua import Client, ua
 from asyncua.crypto import security_policies
 
-from drivers.opcua import pki
+from drivers.opcua import pki, quiet
 from drivers.opcua.config import OpcUaConnection
+from drivers.opcua.reasons import reason
 from gateway.errors import DeviceUnreachable
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ POLICY_CLASSES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
 }
 NONE_URI = security_policies.SecurityPolicyNone.URI
+quiet.install()  # every client of the gateway is opened here
 
 
 class SecurityRejected(DeviceUnreachable):
@@ -47,10 +49,12 @@ async def open_client(conn: OpcUaConnection, device: str) -> Client:
     except ua.UaStatusCodeError as exc:
         raise SecurityRejected(_refusal(conn, own, ua.StatusCode(exc.code).name), device) from exc
     except ua.UaError as exc:  # asyncua's own checks, e.g. a certificate switched mid-connect
-        raise SecurityRejected(f"{conn.endpoint}: {exc}", device) from exc
+        raise SecurityRejected(f"{conn.endpoint}: {reason(exc)}", device) from exc
     except (OSError, TimeoutError, EOFError) as exc:
+        _drop_socket(client)  # a timed-out connect leaves its socket and tasks behind
         hint = _closed_hint(conn) if conn.security != "None" else ""
-        raise DeviceUnreachable(f"{conn.endpoint}: {exc or 'timed out'}{hint}", device) from exc
+        raise DeviceUnreachable(f"{conn.endpoint}: {reason(exc, conn.timeout)}{hint}",
+                                device) from exc
     return client
 
 
@@ -58,7 +62,7 @@ async def _secure(client: Client, conn: OpcUaConnection, device: str) -> pki.App
     try:
         own = await asyncio.to_thread(pki.own_identity, conn)
     except pki.CertificateError as exc:
-        raise SecurityRejected(f"gateway certificate: {exc}", device) from exc
+        raise SecurityRejected(f"gateway certificate: {reason(exc)}", device) from exc
     endpoint = await _require_endpoint(conn, device)
     server_der = _first_certificate(endpoint.ServerCertificate)
     if not server_der:
@@ -67,7 +71,7 @@ async def _secure(client: Client, conn: OpcUaConnection, device: str) -> pki.App
     try:
         problem = pki.pin_problem(server_der, conn)
     except pki.CertificateError as exc:
-        raise SecurityRejected(f"server_certificate: {exc}", device) from exc
+        raise SecurityRejected(f"server_certificate: {reason(exc)}", device) from exc
     if problem:
         raise SecurityRejected(f"gateway rejected the server at {conn.endpoint}: {problem}",
                                device)
@@ -111,7 +115,7 @@ async def _set_identity(client: Client, conn: OpcUaConnection, device: str) -> N
             await client.load_private_key(conn.user_private_key)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
             raise SecurityRejected(f"user_certificate: cannot load {conn.user_certificate} or "
-                                   f"its key: {exc}", device) from exc
+                                   f"its key: {reason(exc)}", device) from exc
 
 
 def _refusal(conn: OpcUaConnection, own: pki.AppIdentity | None, status: str) -> str:
@@ -130,6 +134,13 @@ def _refusal(conn: OpcUaConnection, own: pki.AppIdentity | None, status: str) ->
         return (f"server at {conn.endpoint} rejected the gateway's application "
                 f"certificate{mine} ({status})")
     return f"server at {conn.endpoint} refused the session ({status})"
+
+
+def _drop_socket(client: Client) -> None:
+    try:
+        client.disconnect_socket()
+    except Exception:  # nothing to close, or closed already
+        log.debug("closing the socket of a failed connect failed", exc_info=True)
 
 
 def _closed_hint(conn: OpcUaConnection) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from asyncua import ua
 
-from gateway.models import Quality, Reading, Value, utc_now
+from gateway.models import Quality, Reading, Value, iso_z, utc_now
 
 Scalar = bool | int | float | str | None
 
@@ -27,8 +27,8 @@ def _plain(value: Any) -> Scalar:
         return value
     if isinstance(value, list | tuple):
         return json.dumps([_plain(v) for v in value])
-    if isinstance(value, datetime):
-        return _aware(value).isoformat()
+    if isinstance(value, datetime):  # the format of every payload's `ts`
+        return iso_z(_aware(value).astimezone(UTC))
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(bytes(value)).decode()
     if isinstance(value, ua.LocalizedText):

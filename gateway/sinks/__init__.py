@@ -30,6 +30,8 @@ class DeviceContext:
     value_types: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Tag -> the type of its published value (bool, int16 ... float64, string, array:<type>),
     where the driver knows it (a scaled integer tag publishes float64)."""
+    enums: Mapping[str, Mapping[int, str]] = field(default_factory=dict, hash=False)
+    """Tag -> the text of each value of an enumeration tag (`enum:` in its config)."""
 
 
 class SinkSettings(StrictModel):

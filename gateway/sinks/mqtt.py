@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 import sys
 from collections import deque
@@ -26,7 +27,7 @@ from gateway import __version__
 from gateway.config import MqttSinkConfig
 from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
-from gateway.models import Reading, utc_now
+from gateway.models import Reading, iso_z, utc_now
 from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
 from gateway.sinks.topics import (
     device_cycles,
@@ -42,11 +43,41 @@ YIELD_EVERY = 100
 """Per-tag messages published between two turns of the event loop."""
 
 
+PROBE_TIMEOUT = 2.0
+"""Seconds the TLS probe of a broker that closed the connection may take."""
+TLS_RECORDS = (b"\x15", b"\x16")
+"""The first byte of a TLS server's answer to a ClientHello: an alert or a handshake record."""
+
+
+def expects_tls(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether HOST:PORT answers a TLS ClientHello with a TLS record: a TLS listener does, an
+    MQTT one closes the connection or answers garbage."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    outgoing = ssl.MemoryBIO()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()  # writes the ClientHello into `outgoing`, then wants the answer
+    try:
+        with socket.create_connection((host, port), timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(outgoing.read())
+            first = sock.recv(1)
+    except OSError:
+        return False
+    return first in TLS_RECORDS
+
+
 class MqttSink(Sink):
     name = "mqtt"
     settings_model = MqttSinkConfig
     ack_timeout = 10.0
     """Seconds a batch may wait for its acknowledgements, plus 1 ms per message."""
+
+    def _enum_of(self, reading: Reading) -> Mapping[int, str] | None:
+        context = self.contexts.get(reading.device)
+        return context.enums.get(reading.tag) if context is not None and context.enums else None
 
     @classmethod
     def from_settings(cls, name: str, settings: SinkSettings,
@@ -75,6 +106,8 @@ class MqttSink(Sink):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._connect_failures = 0
+        self._answered = False  # the broker answered this connection's CONNECT (paho's thread)
+        self._early_close: str | None = None  # why a connection closed before the CONNACK
         self._closing = False
         self._pending: set[int] = set()
         self._progress = asyncio.Event()  # an acknowledgement arrived, or the batch failed
@@ -151,7 +184,7 @@ class MqttSink(Sink):
     def _status(self, state: str) -> bytes:
         status: dict[str, Any] = {"state": state, "gateway": self.gateway_id}
         if state == "online":
-            status |= {"since": utc_now().isoformat().replace("+00:00", "Z"),
+            status |= {"since": iso_z(utc_now()),
                        "version": __version__}
         return json.dumps(status).encode()
 
@@ -196,7 +229,7 @@ class MqttSink(Sink):
         dropped = 0
         for n, reading in enumerate(readings, 1):
             topic = topics.get((reading.device, reading.tag)) or self._topic(reading)
-            payload = encode_payload(reading)
+            payload = encode_payload(reading, self._enum_of(reading))
             try:
                 info = publish(topic, payload, qos, retain)
             except ValueError:  # over MQTT's size limits: the slow path logs and counts it
@@ -284,6 +317,7 @@ class MqttSink(Sink):
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
+        self._answered = True
         if reason.is_failure:
             self._connect_failed(f"broker {self.url} refused the connection: {reason}",
                                  logging.ERROR)
@@ -294,6 +328,7 @@ class MqttSink(Sink):
         else:
             log.info("mqtt: connected to %s", self.url)
         self._connect_failures = 0
+        self._early_close = None
         self._publish_online()
         self._call(self._set_connected, True)
 
@@ -302,6 +337,20 @@ class MqttSink(Sink):
         reason = sys.exc_info()[1]
         self._connect_failed(f"cannot connect to {self.url}: {reason or 'unknown error'}",
                              logging.WARNING)
+
+    def _closed_before_connack(self, reason: Any) -> None:
+        """paho reports only "Unspecified error" when the broker closes the connection right
+        after CONNECT. The usual cause is `mqtt://` aimed at a TLS port: the broker took the
+        CONNECT for a broken TLS handshake. Probed once per outage (on paho's thread, at most
+        PROBE_TIMEOUT), since the answer does not change between retries."""
+        if self._early_close is None:
+            tls = not self.config.url.startswith("mqtts://") and expects_tls(self._host,
+                                                                              self._port)
+            self._early_close = (
+                f"the broker at {self._host}:{self._port} seems to expect TLS: use mqtts://"
+                if tls else f"{self.url} closed the connection before answering CONNECT "
+                f"({reason})")
+        self._connect_failed(self._early_close, logging.ERROR)
 
     def _connect_failed(self, message: str, level: int) -> None:
         """The first failure of an outage at `level`, repeats (every 1-30 s) at debug."""
@@ -324,7 +373,10 @@ class MqttSink(Sink):
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        if self._closing:
+        answered, self._answered = self._answered, False
+        if not answered and not self._closing:  # closed before any CONNACK: a failed connect
+            self._closed_before_connack(reason)
+        elif self._closing:
             log.info("mqtt: disconnected from %s", self.url)
         elif self._connect_failures == 0:  # not after each failed attempt of an outage
             log.warning("mqtt: disconnected from %s: %s", self.url, reason)

@@ -13,10 +13,9 @@ import math
 import re
 import string
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from functools import lru_cache
 
-from gateway.models import Quality, Reading
+from gateway.models import Quality, Reading, iso_z
 
 PLACEHOLDERS = frozenset({"gateway", "site", "area", "line", "device", "tag"})
 # What MQTT (and mosquitto's UTF-8 check) refuses inside a topic, plus the level separator and
@@ -81,12 +80,7 @@ def status_topic(site: str, gateway: str) -> str:
 
 def format_ts(reading: Reading) -> str:
     """`2026-11-24T01:02:03.123456Z`: always microseconds (source_ts is UTC, see Reading)."""
-    return _iso_z(reading.source_ts)
-
-
-@lru_cache(maxsize=4096)  # the readings of one poll share their timestamp
-def _iso_z(ts: datetime) -> str:
-    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    return iso_z(reading.source_ts)
 
 
 def _dump(payload: dict[str, object]) -> bytes:
@@ -110,13 +104,15 @@ def _json_value(reading: Reading) -> tuple[object, Quality, str | None]:
     return value, quality, error
 
 
-def encode_payload(reading: Reading) -> bytes:
+def encode_payload(reading: Reading, enum: Mapping[int, str] | None = None) -> bytes:
     """`{"value": 21.5, "quality": "good", "ts": "...Z", "unit": "degC"}`; `unit` only when
-    set, `error` only on a reading that has one. An array is a JSON list. JSON has no NaN or
-    infinity: such a value is sent as null with quality bad (inside an array: that element is
-    null)."""
+    set, `error` only on a reading that has one, `text` when the tag is an enumeration (`enum`)
+    that names the value. An array is a JSON list. JSON has no NaN or infinity: such a value is
+    sent as null with quality bad (inside an array: that element is null)."""
     value = reading.value
     kind = type(value)
+    if enum is not None and kind is int and value in enum:
+        return _encode_payload(reading, enum[value])  # type: ignore[index]
     if reading.error is None and (kind is int or kind is bool
                                   or (kind is float and math.isfinite(value))):  # type: ignore
         # The common case built by hand: the same bytes as the encoder below, 4x faster.
@@ -136,10 +132,12 @@ def _json_string(text: str) -> str:
     return _JSON.encode(text)
 
 
-def _encode_payload(reading: Reading) -> bytes:
+def _encode_payload(reading: Reading, text: str | None = None) -> bytes:
     value, quality, error = _json_value(reading)
     payload: dict[str, object] = {"value": value, "quality": quality.value,
                                   "ts": format_ts(reading)}
+    if text is not None:
+        payload["text"] = text
     if reading.unit is not None:
         payload["unit"] = reading.unit
     if error is not None:
@@ -183,7 +181,7 @@ def encode_device_payload(readings: Sequence[Reading]) -> bytes:
             units[reading.tag] = reading.unit
         if reading.source_ts > latest:
             latest = reading.source_ts
-    payload: dict[str, object] = {"ts": _iso_z(latest), "values": values}
+    payload: dict[str, object] = {"ts": iso_z(latest), "values": values}
     if units:
         payload["units"] = units
     payload.update(flagged)

@@ -58,6 +58,7 @@ class Variable:
     initial: Any
     unit: Unit | None = None
     range: tuple[float, float] | None = None  # EURange: the values a client should expect
+    writable: bool = False  # clients may write it (a setpoint); every other node is read-only
 
 
 CNC: list[Variable] = [
@@ -71,6 +72,14 @@ CNC: list[Variable] = [
     Variable("Cnc.Axes", ua.VariantType.Double, [0.0, 0.0, 0.0], MILLIMETRE),
     *(Variable(f"Cnc.Position.{axis.upper()}", ua.VariantType.Double, 0.0, MILLIMETRE, travel)
       for axis, travel in TRAVEL.items()),
+]
+
+# Setpoints a client may write; the machine model follows them (see Cnc.spindle_setpoint).
+SETPOINTS: list[Variable] = [
+    Variable("Cnc.Setpoints.SpindleSpeed", ua.VariantType.Double, 0.0, RPM,
+             (0.0, MAX_SPINDLE_SPEED), writable=True),
+    Variable("Cnc.Setpoints.SpindleOverride", ua.VariantType.Int32, 100, PERCENT, (50.0, 150.0),
+             writable=True),
 ]
 
 # One node of every value type (initial values never change), for the driver's decoding tests.
@@ -91,7 +100,7 @@ TYPED: list[tuple[str, ua.VariantType, Any]] = [
     ("Types.ByteString", ua.VariantType.ByteString, b"\x00\x01\xff"),
     ("Types.DoubleArray", ua.VariantType.Double, [1.0, 2.0, 3.0]),
 ]
-VARIABLES: list[Variable] = [*CNC, *(Variable(n, t, v) for n, t, v in TYPED)]
+VARIABLES: list[Variable] = [*CNC, *SETPOINTS, *(Variable(n, t, v) for n, t, v in TYPED)]
 VARIANT_TYPES = {v.name: v.vtype for v in VARIABLES}
 
 
@@ -132,6 +141,8 @@ async def build(server: Server, ns: int) -> dict[str, Node]:
         if isinstance(variable.initial, list):  # asyncua leaves an array's ValueRank at Scalar
             await node.write_value_rank(ua.ValueRank.OneDimension)
         await _add_analog_properties(node, variable, ns)
+        if variable.writable:
+            await node.set_writable()
         nodes[variable.name] = node
     return nodes
 

@@ -43,6 +43,8 @@ class Cnc:
     z: float = 0.0
     ticks_left: int = field(init=False)
     phase: float = 0.0
+    spindle_setpoint: float = 0.0  # rpm written by a client; 0: the program's speed
+    spindle_override: int = 100  # percent of the speed, written by a client
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -75,7 +77,10 @@ class Cnc:
 
     def _cut(self) -> None:
         speed, feed = PROGRAMS[self.program]
-        self.spindle_speed = speed + self.rng.uniform(-50, 50)
+        speed = self.spindle_setpoint or speed
+        noise = self.rng.uniform(-50, 50)
+        self.spindle_speed = (speed + noise if self.spindle_override == 100
+                              else speed * self.spindle_override / 100 + noise)
         self.spindle_load = round(40 + self.rng.uniform(-5, 5), 2)
         self.feed_rate = round(feed + self.rng.uniform(-20, 20), 1)
         self.parts += 1

@@ -38,6 +38,8 @@ class OpcUaSimulator:
         self.tick = tick
         self.machine = Cnc(seed)
         self.frozen = False
+        self.written: list[str] = []
+        """The node id of every client Write (refused or not), in order, since the start."""
         self._server: Server | None = None
         self._nodes: dict[str, Node] = {}
         self._task: asyncio.Task[None] | None = None
@@ -60,6 +62,7 @@ class OpcUaSimulator:
             await self.security.apply(server)
         idx = await server.register_namespace(NS_URI)
         self._nodes = await address_space.build(server, idx)
+        self._record_writes(server)
         await server.start()
         self._server = server
         self._task = asyncio.create_task(self._run())
@@ -133,6 +136,7 @@ class OpcUaSimulator:
             await asyncio.sleep(self.tick)
 
     async def _update(self) -> None:
+        await self._follow_setpoints()
         self.machine.step()
         now = datetime.now(UTC)
         for name, value in address_space.cnc_values(self.machine).items():
@@ -143,6 +147,27 @@ class OpcUaSimulator:
                                                     # asyncua types it as ua.DateTime
                                                     SourceTimestamp=now,  # type: ignore[arg-type]
                                                     ServerTimestamp=now))  # type: ignore[arg-type]
+
+
+    def _record_writes(self, server: Server) -> None:
+        from asyncua.common.callback import CallbackType, ServerItemCallback
+
+        self.written = []
+
+        def on_write(event: ServerItemCallback, _: object) -> None:
+            if event.is_external:
+                self.written += [w.NodeId.to_string() for w in event.request_params.NodesToWrite]
+
+        server.subscribe_server_callback(CallbackType.PreWrite, on_write)
+
+    async def _follow_setpoints(self) -> None:
+        """The machine takes what clients wrote to the setpoint nodes."""
+        speed = self._nodes.get("Cnc.Setpoints.SpindleSpeed")
+        override = self._nodes.get("Cnc.Setpoints.SpindleOverride")
+        if speed is not None:
+            self.machine.spindle_setpoint = float(await speed.read_value())
+        if override is not None:
+            self.machine.spindle_override = int(await override.read_value())
 
 
 def main(port: int = 4840) -> None:

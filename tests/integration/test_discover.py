@@ -140,3 +140,12 @@ async def test_a_browse_that_finds_nothing_exits_2_and_says_why(
     assert result.returncode == 2 and result.stdout == ""
     [line] = result.stderr.strip().splitlines()
     assert "urn:not:there" in line or "no variables" in line
+
+
+@pytest.mark.parametrize("root", ["nsu=urn:shopfloor:cnc;s=Cnc.NoSuchObject", "ns=2;i=999999"])
+async def test_a_root_the_server_does_not_have_is_not_found(
+        opcua_sim: OpcUaSimulator, root: str) -> None:
+    result = await gateway("discover", opcua_sim.endpoint, "--root", root)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"discover: --root {root}: not found on the server (BadNodeIdUnknown)"

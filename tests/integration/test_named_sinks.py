@@ -71,7 +71,8 @@ async def test_two_brokers_each_get_everything_and_an_outage_holds_back_only_its
     stop = asyncio.Event()
     runner = asyncio.create_task(gateway.run(stop))
     try:
-        local_topic, cloud_topic = "plant/press-01/poll_sequence", "uns/plant/press-01/poll_sequence"
+        local_topic = "plant/press-01/poll_sequence"
+        cloud_topic = "uns/plant/press-01/poll_sequence"
         await eventually(lambda: len(local.on(local_topic)) >= 5
                          and len(cloud.on(cloud_topic)) >= 5, 30, "both brokers")
         fresh_mosquitto.stop()

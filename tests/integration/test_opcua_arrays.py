@@ -30,7 +30,7 @@ ARRAYS: list[tuple[str, ua.VariantType, list[Any], tuple[Any, ...]]] = [
     ("Float", ua.VariantType.Float, [1.5, -0.25], (1.5, -0.25)),
     ("Double", ua.VariantType.Double, [2.25], (2.25,)),
     ("String", ua.VariantType.String, ["a", "b"], ("a", "b")),
-    ("DateTime", ua.VariantType.DateTime, [T], ("2026-01-02T03:04:05.123456+00:00",)),
+    ("DateTime", ua.VariantType.DateTime, [T], ("2026-01-02T03:04:05.123456Z",)),
     ("ByteString", ua.VariantType.ByteString, [b"\x00\x01\xff"], ("AAH/",)),
     ("Empty", ua.VariantType.Double, [], ()),
 ]

@@ -16,7 +16,7 @@ EXPECTED = {
     "Types_Boolean": True, "Types_SByte": -5, "Types_Byte": 200, "Types_Int16": -300,
     "Types_UInt16": 60000, "Types_Int32": -70000, "Types_UInt32": 4_000_000_000,
     "Types_Int64": -(2**40), "Types_UInt64": 2**63, "Types_Float": 1.5, "Types_Double": 2.25,
-    "Types_String": "hello", "Types_DateTime": "2026-01-02T03:04:05+00:00",
+    "Types_String": "hello", "Types_DateTime": "2026-01-02T03:04:05.000000Z",
     "Types_ByteString": "AAH/", "Types_DoubleArray": (1.0, 2.0, 3.0),
 }
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,21 +30,40 @@ async def fetch(port: int, path: str) -> tuple[int, str, bytes]:
     return await asyncio.to_thread(get)
 
 
-async def with_gateway(tmp_path: Path, drivers: list[ScriptedDriver], check: Any) -> None:
+async def eventually(check: Callable[[], Awaitable[None]], timeout: float = 20.0) -> None:
+    """Run an async assertion until it passes (the box may be busy); re-raise after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(tmp_path: Path, drivers: list[ScriptedDriver]
+                          ) -> AsyncIterator[tuple[Gateway, int]]:
+    """A gateway with its status server on a free loopback port, stopped at exit."""
     gateway = Gateway(parse_config(gateway_config(tmp_path), env={}), [ListSink()], drivers)
     stop = asyncio.Event()
     task = asyncio.create_task(gateway.run(stop))
     try:
-        for _ in range(100):
-            server = getattr(gateway, "status_server", None)
-            if server is not None and server.port:
-                break
+        deadline = time.monotonic() + 20
+        while not (gateway.status_server and gateway.status_server.port):
+            assert time.monotonic() < deadline and not task.done(), "status server never started"
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.6)
-        await check(gateway.status_server.port)
+        yield gateway, gateway.status_server.port
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def with_gateway(tmp_path: Path, drivers: list[ScriptedDriver],
+                       check: Callable[[int], Awaitable[None]]) -> None:
+    async with running_gateway(tmp_path, drivers) as (_, port):
+        await eventually(lambda: check(port))
 
 
 async def test_healthz_is_200_when_every_device_answers(tmp_path: Path) -> None:
@@ -90,3 +111,42 @@ async def test_api_tags_has_the_latest_value_of_every_tag(tmp_path: Path) -> Non
         assert (await fetch(port, "/nope"))[0] == 404
 
     await with_gateway(tmp_path, [driver], check)
+
+
+async def test_api_status_has_each_devices_health_and_last_good_read_age(tmp_path: Path) -> None:
+    drivers = [ScriptedDriver("press", 0.1), ScriptedDriver("down", 0.1, down_for=10**6)]
+
+    async def check(port: int) -> None:
+        status, kind, body = await fetch(port, "/api/status")
+        assert (status, kind) == (200, "application/json")
+        answer = json.loads(body)
+        devices = {d["name"]: d for d in answer["devices"]}
+        press, down = devices["press"], devices["down"]
+        assert press["healthy"] and press["error"] is None
+        assert 0 <= press["last_ok_age_s"] < 5
+        # Driver and interval come from the config, which lists no device here.
+        assert press["driver"] is None and press["poll_interval_s"] is None
+        assert not down["healthy"] and down["error"] == "connection refused"
+        assert down["last_ok_age_s"] is None, "never answered"
+        assert answer["gateway"] == "test" and answer["sinks"][0]["name"] == "list"
+
+    await with_gateway(tmp_path, drivers, check)
+
+
+async def test_unknown_path_is_404_a_wrong_method_405_and_head_has_no_body(
+        tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, [ScriptedDriver("press", 0.1)]) as (_, port):
+        assert (await fetch(port, "/nope"))[0] == 404
+
+        def head_and_delete() -> tuple[int, bytes, int]:
+            head = urllib.request.Request(f"http://127.0.0.1:{port}/api/tags", method="HEAD")
+            with urllib.request.urlopen(head, timeout=5) as answer:
+                status, body = answer.status, answer.read()
+            delete = urllib.request.Request(f"http://127.0.0.1:{port}/api/tags", method="DELETE")
+            try:
+                urllib.request.urlopen(delete, timeout=5)
+            except urllib.error.HTTPError as error:
+                return status, body, error.code
+            return status, body, 200
+
+        assert await asyncio.to_thread(head_and_delete) == (200, b"", 405)

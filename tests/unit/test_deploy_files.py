@@ -98,7 +98,8 @@ def test_the_gateway_reaches_the_host_and_the_simulator_service() -> None:
     assert simulator["entrypoint"] == ["python", "-m", "simulators"]
     assert simulator["command"][:2] == ["--host", "0.0.0.0"]
     port = int(simulator["command"][simulator["command"].index("--modbus-port") + 1])
-    config = load_config(ROOT / "deploy" / "gateway.yaml", {"INFLUX_TOKEN": "t"})
+    config = load_config(ROOT / "deploy" / "gateway.yaml",
+                         {"INFLUX_TOKEN": "t", "GATEWAY_HTTP_TOKEN": "a-token-of-16-chars-or-more"})
     for device in config.devices:
         host = device.connection.host  # type: ignore[attr-defined]
         assert host in services or host == "host.docker.internal", host

@@ -193,3 +193,12 @@ def test_device_payloads_equal_the_plain_encoding_of_every_reading(
         payload["units"] = units
     payload.update(flagged)
     assert encode_device_payload(readings) == _dump(payload)
+
+
+def test_an_enumeration_value_carries_its_text() -> None:
+    reading = Reading(device="m", tag="state", value=3, source_ts=datetime(2026, 1, 1, tzinfo=UTC))
+    payload = json.loads(encode_payload(reading, {2: "injecting", 3: "holding"}))
+    assert payload["value"] == 3 and payload["text"] == "holding"
+    unnamed = json.loads(encode_payload(reading.model_copy(update={"value": 9}), {3: "holding"}))
+    assert "text" not in unnamed and unnamed == json.loads(encode_payload(
+        reading.model_copy(update={"value": 9})))

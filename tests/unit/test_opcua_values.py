@@ -1,5 +1,5 @@
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from asyncua import ua
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from drivers.opcua.values import quality_of, to_reading, to_value
 from gateway.models import Quality
+from gateway.sinks.topics import format_ts
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +21,7 @@ def test_arrays_become_tuples_of_scalars() -> None:
     assert to_value([True, False]) == (True, False)
     assert to_value(["a", None]) == ("a", None)
     assert to_value([b"\x00", b"\xff"]) == ("AA==", "/w==")
-    assert to_value([datetime(2026, 1, 2, tzinfo=UTC)]) == ("2026-01-02T00:00:00+00:00",)
+    assert to_value([datetime(2026, 1, 2, tzinfo=UTC)]) == ("2026-01-02T00:00:00.000000Z",)
     assert to_value([]) == ()
 
 
@@ -35,7 +36,7 @@ def test_an_array_reading_holds_a_tuple() -> None:
 
 def test_bytestring_becomes_base64_and_datetime_iso() -> None:
     assert to_value(b"\x00\x01\xff") == "AAH/"
-    assert to_value(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00+00:00"
+    assert to_value(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000000Z"
     assert to_value(ua.LocalizedText("Running")) == "Running"
 
 
@@ -63,3 +64,20 @@ def test_100ns_ticks_are_floored_to_the_microsecond_when_decoded() -> None:
     ts = datetime(2026, 3, 4, 5, 6, 7, 123457, tzinfo=UTC)
     nine_ticks_later = struct.pack("<q", datetime_to_win_epoch(ts) + 9)
     assert ua_binary.Primitives.DateTime.unpack(Buffer(nine_ticks_later)) == ts
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9998, 12, 31),
+                    timezones=st.sampled_from([UTC, None])))
+def test_a_datetime_value_has_the_format_of_every_payload_ts(moment: datetime) -> None:
+    """`2020-01-02T03:04:05.678000Z`: the `ts` helper's format, so one parser reads both."""
+    reading = to_reading("d", "t", ua.DataValue(ua.Variant(moment, ua.VariantType.DateTime),
+                                                SourceTimestamp=moment), None)
+    assert reading.value == format_ts(reading)
+    assert isinstance(reading.value, str) and reading.value.endswith("Z")
+    assert datetime.fromisoformat(reading.value) == moment.replace(tzinfo=UTC)
+
+
+def test_a_datetime_in_another_zone_is_published_in_utc() -> None:
+    seoul = timezone(timedelta(hours=9))
+    assert to_value(datetime(2020, 1, 2, 12, 4, 5, 678000, tzinfo=seoul)) == (
+        "2020-01-02T03:04:05.678000Z")

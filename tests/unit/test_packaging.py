@@ -33,10 +33,12 @@ def test_systemd_unit_runs_the_gateway_and_reloads_with_sighup() -> None:
 
 def test_compose_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFLUX_TOKEN", "t")
+    monkeypatch.setenv("GATEWAY_HTTP_TOKEN", "a-token-of-16-chars")
     config = load_config(ROOT / "deploy" / "gateway.yaml")
     influx = config.sinks["influxdb"]
     assert isinstance(influx, InfluxSinkConfig) and influx.api == "v2"
     assert os.environ["INFLUX_TOKEN"] == "t"
+    assert config.gateway.http.token is not None, "0.0.0.0 needs a token"
 
 
 def test_grafana_dashboard_queries_the_documented_layout() -> None:

@@ -58,9 +58,7 @@ class JsonLinesSink(Sink):
 
     async def start(self) -> None:
         try:
-            path = Path(self.settings.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            self._file = await asyncio.to_thread(_open_for_append, Path(self.settings.path))
         except OSError as exc:  # retried at the next send; the readings wait in the buffer
             self._file = None
             self._error = exc
@@ -93,3 +91,8 @@ class JsonLinesSink(Sink):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _open_for_append(path: Path) -> IO[str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a", encoding="utf-8")

@@ -1,0 +1,271 @@
+"""The HTTP status server: /healthz, /metrics (Prometheus), /api/tags, /api/status,
+POST /api/reload and the status page at /, on aiohttp's server (header limits, keep-alive,
+middleware for the access rules of gateway.http_access).
+
+It reads a `StateView` (gateway.state.GatewayState is one) and calls a `reload` function; it
+never imports the runtime."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib.resources import files
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from pydantic import SecretStr
+
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
+from gateway.http_access import MAX_HEADER_BYTES, AccessPolicy, RequestFacts, parse_listen
+from gateway.metrics import new_registry
+from gateway.models import Reading, iso_z
+
+log = logging.getLogger(__name__)
+
+Reload = Callable[[str | None], Awaitable[dict[str, Any]]]  # the file the caller names
+# aiohttp refuses (400) one header line longer than this and more headers than that; the
+# middleware then refuses a header block over MAX_HEADER_BYTES in total (431).
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+}
+
+
+class SinkView(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def connected(self) -> bool: ...
+
+
+class DeviceHealthView(Protocol):
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def last_ok(self) -> float | None:
+        """time.monotonic() of the device's last good read."""
+    def healthy(self, now: float) -> bool: ...
+
+
+class TagsView(Protocol):
+    @property
+    def latest(self) -> Mapping[tuple[str, str], Reading]: ...
+
+
+class BufferView(Protocol):
+    @property
+    def degraded(self) -> str | None:
+        """Why new readings are held in memory only (a full disk), or None."""
+    def depth(self, sink: str) -> int: ...
+    def oldest_unsent_age(self, sink: str) -> float: ...
+    def dropped(self, sink: str) -> int: ...
+
+
+class StateView(Protocol):
+    """What the status server reads of a running gateway (read-only; properties so that a
+    `list[Sink]` or `dict[str, DeviceHealth]` attribute satisfies it)."""
+
+    @property
+    def config(self) -> GatewayConfig: ...
+    @property
+    def sinks(self) -> Sequence[SinkView]: ...
+    @property
+    def health(self) -> Mapping[str, DeviceHealthView]: ...
+    @property
+    def tags(self) -> TagsView: ...
+    @property
+    def buffer(self) -> BufferView | None: ...
+    @property
+    def read_seconds(self) -> Histogram: ...
+
+
+class HttpListenError(GatewayError):
+    """The status server cannot listen on its address (in use, not this machine's, ...)."""
+
+
+class StatusServer:
+    """Serves a gateway's state over HTTP until `close()`."""
+
+    def __init__(self, state: StateView, listen: str, token: SecretStr | None = None,
+                 reload: Reload | None = None) -> None:
+        self.state = state
+        self.listen = listen
+        self.host, self._requested_port = parse_listen(listen)
+        self.port = 0  # the port it listens on, once started
+        self._reload = reload
+        self.policy = AccessPolicy(self.host, token.get_secret_value() if token else None)
+        self._registry = new_registry()
+        self._registry.register(state.read_seconds)
+        self._page = files("gateway").joinpath("status_page.html").read_bytes()
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        server_log = logging.getLogger("aiohttp.server")
+        if not any(isinstance(f, _BadRequestsAreWarnings) for f in server_log.filters):
+            server_log.addFilter(_BadRequestsAreWarnings())
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+                               max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
+                               max_headers=MAX_HEADERS, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._requested_port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise HttpListenError(f"status server cannot listen on {self.listen}: "
+                                  f"{exc.strerror or exc}; change gateway.http.listen") from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("status server on http://%s:%d/", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_HEADER_BYTES)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/api/tags", self._tags)
+        app.router.add_get("/api/status", self._status)
+        app.router.add_post("/api/reload", self._reload_handler)
+        app.router.add_get("/", self._page_handler)
+        app.router.add_get("/index.html", self._page_handler)
+        app.on_response_prepare.append(_add_security_headers)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """The size limit and the access rules, before any handler runs."""
+        if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
+            refused = _text(431, f"request headers over {MAX_HEADER_BYTES // 1024} KiB")
+            refused.force_close()
+            return refused
+        refusal = self.policy.check(_facts(request))
+        if refusal is None:
+            return await handler(request)
+        headers = {"WWW-Authenticate": 'Bearer realm="gateway"'} if refusal.status == 401 else {}
+        return _text(refusal.status, refusal.reason, headers)
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        health = self.health()
+        return _json(200 if health["healthy"] else 503, health)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self._registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def _tags(self, _: web.Request) -> web.Response:
+        return _json(200, self.tags())
+
+    async def _status(self, _: web.Request) -> web.Response:
+        return _json(200, self.status())
+
+    async def _page_handler(self, _: web.Request) -> web.Response:
+        return web.Response(body=self._page, content_type="text/html", charset="utf-8")
+
+    async def _reload_handler(self, request: web.Request) -> web.Response:
+        if self._reload is None:
+            return _json(501, {"ok": False, "errors": ["this gateway cannot reload"]})
+        try:
+            # `gateway reload --config FILE` names its file: refused unless it is ours
+            result = await self._reload(request.query.get("config"))
+        except Exception as exc:  # a failed reload is an answer, never a dropped connection
+            log.exception("reload failed")
+            return _json(500, {"ok": False, "errors": [f"reload failed: {exc!r}"]})
+        return _json(200 if result.get("ok") else 400, result)
+
+    def health(self) -> dict[str, Any]:
+        """Healthy when every sink is connected, every device answered in its last cycles and
+        the buffer can write its file."""
+        now = time.monotonic()
+        problems = [f"sink {s.name} is not connected" for s in self.state.sinks
+                    if not s.connected]
+        for name, device in self.state.health.items():
+            if not device.healthy(now):
+                problems.append(f"device {name}: {device.error or 'no answer in its last cycles'}")
+        if self.state.buffer is not None and self.state.buffer.degraded:
+            problems.append(f"buffer: {self.state.buffer.degraded}")
+        return {"healthy": not problems, "problems": problems}
+
+    def tags(self) -> list[dict[str, Any]]:
+        return [{"device": r.device, "tag": r.tag, "value": r.value, "quality": r.quality.value,
+                 "unit": r.unit, "ts": iso_z(r.source_ts),
+                 "error": r.error}
+                for _, r in sorted(self.state.tags.latest.items())]
+
+    def status(self) -> dict[str, Any]:
+        state = self.state
+        return {"gateway": state.config.gateway.id, "site": state.config.gateway.site,
+                **self.health(), "sinks": [self._sink_status(s) for s in state.sinks],
+                "devices": self._device_status(time.monotonic())}
+
+    def _sink_status(self, sink: SinkView) -> dict[str, Any]:
+        buffer = self.state.buffer
+        return {"name": sink.name, "connected": sink.connected,
+                "backlog": buffer.depth(sink.name) if buffer else None,
+                "oldest_unsent_age_s": buffer.oldest_unsent_age(sink.name) if buffer else None,
+                "dropped": buffer.dropped(sink.name) if buffer else None}
+
+    def _device_status(self, now: float) -> list[dict[str, Any]]:
+        """Each device's health; `last_ok_age_s` is the seconds since its last good read (None:
+        never answered since the start)."""
+        configs = {d.name: d for d in self.state.config.devices}
+        devices = []
+        for name, health in self.state.health.items():
+            config = configs.get(name)
+            devices.append({
+                "name": name, "healthy": health.healthy(now), "error": health.error,
+                "last_ok_age_s": None if health.last_ok is None else round(now - health.last_ok, 3),
+                "driver": config.driver if config else None,
+                "poll_interval_s": config.poll_interval if config else None})
+        return devices
+
+
+def _facts(request: web.Request) -> RequestFacts:
+    headers = request.headers
+    return RequestFacts(
+        method=request.method, path=request.path, host=headers.get("Host"),
+        origin=headers.get("Origin"), fetch_site=headers.get("Sec-Fetch-Site"),
+        authorization=headers.get("Authorization"), content_type=headers.get("Content-Type"),
+        has_body=request.body_exists)
+
+
+async def _add_security_headers(_: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def _json(status: int, data: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data, default=str).encode(),
+                        content_type="application/json")
+
+
+def _text(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+class _BadRequestsAreWarnings(logging.Filter):
+    """aiohttp logs a client's malformed request (a 70 KiB header, a port scan) as an ERROR with
+    a traceback; it is the client's fault and answered with a 4xx: one WARNING line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "status server: bad request refused (%s): %s", (
+                exc.code, str(exc.message)[:120])
+            record.exc_info = record.exc_text = None
+        return True
