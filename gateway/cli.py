@@ -1,4 +1,5 @@
-"""Command line: `gateway run|check|discover|probe|schema|demo` (also `python -m gateway`)."""
+"""Command line: `gateway demo|run|check|reload|status|discover|probe|schema` (also
+`python -m gateway`). `gateway COMMAND --help` tells more about each."""
 
 from __future__ import annotations
 
@@ -66,9 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("--config", "-c", required=True, help="YAML config file")
     reload.set_defaults(command=_reload)
 
-    status = commands.add_parser("status", help="show the buffer's backlog per sink")
-    status.add_argument("--config", "-c", required=True, help="YAML config file")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status = commands.add_parser(
+        "status", help="show the backlog per sink and the devices (reads the buffer)",
+        description="Sinks (backlog, oldest unsent, dropped, unconfirmed) and devices, from the "
+        "buffer file (read-only, safe beside a running gateway) and, if it answers, the running "
+        "gateway's /api/status. Without --config: the last `gateway demo`'s buffer.")
+    status.add_argument("--config", "-c", default=None,
+                        help="YAML config file (default: the last demo's)")
+    status.add_argument("--json", action="store_true",
+                        help="print the sinks as a JSON list (backlog as `depth`)")
     status.set_defaults(command=_status)
 
     discover = commands.add_parser(
@@ -107,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--influx-api", default=None, choices=["v1", "v2"],
                       help="API of that InfluxDB (env GATEWAY_DEMO_INFLUX_API, default v2)")
     demo.add_argument("--no-live", action="store_true", help="no live table, only logs")
+    demo.add_argument("--device", default=None,
+                      help="live table: only this device's tags (key d cycles through them)")
     demo.set_defaults(command=_demo)
     return parser
 
@@ -171,33 +180,56 @@ def _checked_config(path: str) -> tuple[GatewayConfig, list[Driver], list[Config
 
 
 def _status(args: argparse.Namespace) -> int:
-    from gateway.buffer import buffer_report
+    """Sinks and devices from the buffer (read-only) and, if it answers, the running gateway."""
+    from pathlib import Path
 
-    config = load_config(args.config)
-    path = config.gateway.buffer.path
+    from gateway.buffer import buffer_report
+    from gateway.demo import demo_home, read_demo_state
+    from gateway.status_report import buffer_devices, format_status, running_status
+
+    demo = read_demo_state()
+    if args.config:
+        config = load_config(args.config)
+        path, listen = str(config.gateway.buffer.path), config.gateway.http.listen
+        configured = [d.name for d in config.devices]
+    elif demo is not None:
+        path, listen, configured = demo["buffer"], demo["http"], list(demo.get("devices", []))
+    else:
+        print("gateway status needs --config FILE (the gateway's config); no demo has run "
+              f"here either (its buffer would be in {demo_home()})", file=sys.stderr)
+        return EXIT_CONFIG
+    if not Path(path).is_file():
+        hint = (f"; the demo's buffer is {demo['buffer']}: `gateway status` without --config "
+                "shows it") if demo is not None and args.config else ""
+        print(f"no buffer at {path} yet: a gateway creates it when it first runs with this "
+              f"config{hint}", file=sys.stderr)
+        return 1
     try:
         report = buffer_report(path)
+        devices = buffer_devices(path)
     except sqlite3.Error as exc:
-        print(f"no buffer at {path}: {exc}", file=sys.stderr)
+        print(f"cannot read the buffer {path}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"buffer {path}")
-    for row in report:
-        print(f"  {row['sink']:<10} backlog {row['depth']:>9}  oldest unsent "
-              f"{row['oldest_unsent_age_s']:>9.1f}s  dropped {row['dropped']:>7}  "
-              f"unconfirmed {row['unconfirmed']}")
+    print("\n".join(format_status(path, report, devices, running_status(listen), listen,
+                                   configured)))
     return 0
 
 
 def _reload(args: argparse.Namespace) -> int:
-    """Ask the gateway's status server (same config) to reload; prints what changed."""
+    """Ask the gateway listening where the file says to reload; prints what changed. The
+    gateway reloads the file it was started with, and refuses (saying which one it runs)
+    when that is not the file named here."""
     import urllib.error
+    import urllib.parse
     import urllib.request
+    from pathlib import Path
 
     config = load_config(args.config)
-    url = f"http://{config.gateway.http.listen}/api/reload"
+    named = urllib.parse.quote(str(Path(args.config).resolve()))
+    url = f"http://{config.gateway.http.listen}/api/reload?config={named}"
     try:
         request = urllib.request.Request(url, method="POST")
         if (token := config.gateway.http.token) is not None:
@@ -210,6 +242,9 @@ def _reload(args: argparse.Namespace) -> int:
         print(f"no gateway answers at {url}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
+    if not result.get("ok"):
+        for error in result.get("errors", []):
+            print(f"reload refused: {error}", file=sys.stderr)
     return 0 if result.get("ok") else 1
 
 

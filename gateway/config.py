@@ -219,6 +219,9 @@ class InfluxSinkConfig(SinkSettings):
     retention_policy: str | None = Field(None, description="v1 only")
     username: str | None = Field(None, description="v1 only")
     password: SecretStr | None = Field(None, description="v1 only")
+    create_database: bool = Field(
+        False, description="v1 only: create the database at start if it does not exist "
+        "(CREATE DATABASE; with auth it needs an admin user)")
     batch_size: int = Field(5000, gt=0, description="Readings per write")
     flush_interval: Duration = Field(1.0, gt=0, description="Longest wait before a partial batch")
     timeout: Duration = Field(10.0, gt=0, description="HTTP timeout of one write")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,14 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.live import live_view
+from gateway.errors import GatewayError
+from gateway.live import default_log_path, live_view
 from gateway.runtime import Gateway
 from gateway.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 DEMO_SITE = "demo"
+DEMO_STATE = "demo.json"
 
 
 def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: int,
@@ -58,7 +61,7 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
     sinks: dict[str, Any] = {"mqtt": {"url": mqtt_url, "qos": 1, "retain": True}}
     if influx_url:
         sinks["influxdb"] = {"url": influx_url, "api": influx_api, "database": "telemetry",
-                             "bucket": "telemetry", "org": "demo"}
+                             "bucket": "telemetry", "org": "demo", "create_database": True}
     return {"gateway": {"id": "demo-gw", "site": DEMO_SITE,
                         "buffer": {"path": str(buffer_path)}, "shutdown_timeout": "3s",
                         "http": {"listen": f"127.0.0.1:{http_port}"}},
@@ -66,7 +69,11 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    from gateway.broker import EmbeddedBroker
+    try:
+        from gateway.broker import EmbeddedBroker
+    except ImportError as exc:  # the production image leaves the demo's broker out
+        raise GatewayError(f"gateway demo needs the embedded MQTT broker ({exc}): "
+                           "pip install amqtt, or run the demo from a source checkout") from exc
     from simulators.modbus import ModbusSimulator
     from simulators.opcua import OpcUaSimulator
 
@@ -74,8 +81,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     influx_url = args.influx_url or os.environ.get("GATEWAY_DEMO_INFLUX_URL") or None
     influx_api = args.influx_api or os.environ.get("GATEWAY_DEMO_INFLUX_API") or "v2"
-    workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
-    try:
+    with demo_workdir() as workdir:
         async with (EmbeddedBroker(port=_free_or_any(args.mqtt_port)) as broker,
                     ModbusSimulator(port=args.modbus_port, seed=1) as simulator,
                     OpcUaSimulator(port=args.opcua_port, seed=1) as cnc):
@@ -85,14 +91,73 @@ async def run_demo(args: argparse.Namespace) -> int:
                 simulator.port, broker.url, workdir / "buffer.db", http_port, influx_url,
                 influx_api, cnc.endpoint)), "<demo>", {})
             print(f"demo: Modbus simulator on 127.0.0.1:{simulator.port}, OPC UA CNC on "
-                  f"{cnc.endpoint}, MQTT broker at {broker.url}, status page "
-                  f"http://127.0.0.1:{http_port}/, {len(config.devices)} machines; "
+                  f"{cnc.endpoint}, {len(config.devices)} machines; status page "
+                  f"http://127.0.0.1:{http_port}/; sinks: {sink_names(config, broker.url)}; "
                   "Ctrl-C stops", flush=True)
+            log_path = workdir / "gateway.log" if workdir == demo_home() else default_log_path()
+            _write_state(workdir, config, log_path)
             async with _watch(broker.url) as seen:
-                await _run(config, args, seen)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+                await _run(config, args, seen, broker.url, log_path)
     return 0
+
+
+def demo_home() -> Path:
+    """Where the demo keeps its buffer and log, kept after it ends for `gateway status`
+    (env GATEWAY_DEMO_HOME moves it)."""
+    home = os.environ.get("GATEWAY_DEMO_HOME")
+    return Path(home) if home else Path(tempfile.gettempdir()) / f"gateway-demo-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def demo_workdir() -> Iterator[Path]:
+    """demo_home(), emptied of the last demo's buffer; a second demo running at the same time
+    gets a temporary directory of its own instead (removed at its end)."""
+    home = demo_home()
+    home.mkdir(mode=0o700, exist_ok=True)
+    with open(home / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            private = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+            try:
+                yield private
+            finally:
+                shutil.rmtree(private, ignore_errors=True)
+            return
+        for old in [*home.glob("buffer.db*"), home / DEMO_STATE]:
+            old.unlink(missing_ok=True)
+        yield home
+
+
+def _write_state(workdir: Path, config: GatewayConfig, log_path: Path) -> None:
+    """What `gateway status` needs: the buffer, the status server, the devices."""
+    state = {"buffer": str(config.gateway.buffer.path), "http": config.gateway.http.listen,
+             "log": str(log_path), "devices": [d.name for d in config.devices]}
+    (workdir / DEMO_STATE).write_text(json.dumps(state))
+
+
+def read_demo_state() -> dict[str, Any] | None:
+    """The last demo's state (None if no demo ran since the machine's temp dir was cleared)."""
+    try:
+        state: dict[str, Any] = json.loads((demo_home() / DEMO_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def sink_names(config: GatewayConfig, broker_url: str) -> str:
+    """Every sink the demo writes to, with where it is."""
+    from gateway.config import InfluxSinkConfig
+
+    names = []
+    for name, settings in config.sinks.items():
+        if isinstance(settings, InfluxSinkConfig):
+            target = (f"database {settings.database}" if settings.api == "v1"
+                      else f"bucket {settings.bucket}")
+            names.append(f"{name} ({settings.url}, API {settings.api}, {target})")
+        else:
+            names.append(f"{name} (embedded broker at {broker_url})")
+    return ", ".join(names)
 
 
 def _free_or_any(port: int) -> int:
@@ -109,25 +174,41 @@ def _free_or_any(port: int) -> int:
     return free_port()
 
 
-async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, Any]) -> None:
+async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, Any],
+               broker_url: str, log_path: Path) -> None:
     gateway = Gateway(config)
     stop = stop_on_signals()
     if args.duration is not None:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
 
-    def footer() -> str:
-        return (f"{seen['_count']} messages received at the embedded broker "
-                f"({len(seen) - 1} topics). Ctrl-C stops.")
+    def messages() -> str:
+        return f"{seen['_count']} messages at the broker ({len(seen) - 1} topics)"
 
+    def footer() -> str:
+        return f"{messages()}. Ctrl-C stops."
+
+    def summary() -> list[str]:
+        return [messages(), f"watch: {mosquitto_sub_hint(broker_url)}"]
+
+    live = not args.no_live and sys.stdout.isatty()
     async with asyncio.TaskGroup() as group:
-        if args.no_live or not sys.stdout.isatty():
-            view = group.create_task(_log_progress(footer, stop))
+        if live:
+            view = group.create_task(live_view(gateway.state, stop, summary, device=args.device,
+                                               log_path=log_path))
         else:
-            view = group.create_task(live_view(gateway.state, stop, footer))
+            view = group.create_task(_log_progress(footer, stop))
         await gateway.run(stop)
         view.cancel()
     print(f"demo: stopped; the broker received {seen['_count']} messages; topics per "
           f"device: {_topics_per_device(seen)}", flush=True)
+    if live:
+        print(f"demo: the log of this run is in {log_path}", flush=True)
+
+
+def mosquitto_sub_hint(broker_url: str) -> str:
+    """The command that shows what the gateway publishes, for the summary line."""
+    host, port = broker_url.removeprefix("mqtt://").rsplit(":", 1)
+    return f"mosquitto_sub -h {host} -p {port} -t '{DEMO_SITE}/#' -v"
 
 
 def _topics_per_device(seen: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from gateway.models import Reading, iso_z
 
 log = logging.getLogger(__name__)
 
-Reload = Callable[[], Awaitable[dict[str, Any]]]
+Reload = Callable[[str | None], Awaitable[dict[str, Any]]]  # the file the caller names
 # aiohttp refuses (400) one header line longer than this and more headers than that; the
 # middleware then refuses a header block over MAX_HEADER_BYTES in total (431).
 MAX_FIELD_BYTES = 8190
@@ -176,11 +176,12 @@ class StatusServer:
     async def _page_handler(self, _: web.Request) -> web.Response:
         return web.Response(body=self._page, content_type="text/html", charset="utf-8")
 
-    async def _reload_handler(self, _: web.Request) -> web.Response:
+    async def _reload_handler(self, request: web.Request) -> web.Response:
         if self._reload is None:
             return _json(501, {"ok": False, "errors": ["this gateway cannot reload"]})
         try:
-            result = await self._reload()
+            # `gateway reload --config FILE` names its file: refused unless it is ours
+            result = await self._reload(request.query.get("config"))
         except Exception as exc:  # a failed reload is an answer, never a dropped connection
             log.exception("reload failed")
             return _json(500, {"ok": False, "errors": [f"reload failed: {exc!r}"]})

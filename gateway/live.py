@@ -1,70 +1,263 @@
-"""A live terminal view (rich) of a running gateway: devices, tags, values, quality, sinks and
-the buffer. Used by `gateway demo` and `gateway run --live`."""
+"""A live terminal view (rich) of a running gateway, sized to the terminal: a summary (devices,
+sinks, where to look next) that always stays on screen, then as many tags as fit, bad first,
+then a line of keys. Used by `gateway demo` and `gateway run --live`.
+
+While the view runs, log records go to a file (and the last warning to the view's bottom
+line), never to the terminal: a library's log line written between two redraws would land
+inside the table."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
+
+from gateway.live_layout import (
+    Columns,
+    TagRow,
+    ViewState,
+    distinct_names,
+    pack,
+    paginate,
+    plan_columns,
+    select_rows,
+    shorten_middle,
+)
 
 if TYPE_CHECKING:
     from gateway.state import GatewayState
 
 QUALITY_STYLE = {"good": "green", "uncertain": "yellow", "bad": "bold red"}
+KEYS_HELP = "keys: n/p page · b bad only · d device · a all · q quit"
 
 
-def render(gateway: GatewayState, footer: str = "") -> Group:
-    now = time.monotonic()
-    devices = Table(title="devices", expand=True)
-    for column in ("device", "state", "last error"):
-        devices.add_column(column)
-    for name, health in sorted(gateway.health.items()):
-        ok = health.healthy(now)
-        devices.add_row(name, Text("answering" if ok else "not answering",
-                                   style="green" if ok else "bold red"), health.error or "")
-    tags = Table(title="tags", expand=True)
-    for column in ("device", "tag", "value", "unit", "quality", "source time (UTC)"):
-        tags.add_column(column, justify="right" if column == "value" else "left")
-    for (device, tag), reading in sorted(gateway.tags.latest.items()):
-        shown = format_value(reading.value)
-        quality = reading.quality.value
-        tags.add_row(device, tag, shown, reading.unit or "",
-                     Text(quality, style=QUALITY_STYLE[quality]),
-                     reading.source_ts.strftime("%H:%M:%S.%f")[:-3])
-    sinks = Table(title="sinks and buffer", expand=True)
-    for column in ("sink", "connected", "backlog", "oldest unsent", "dropped"):
-        sinks.add_column(column)
+class LogTail(logging.Handler):
+    """Keeps the last warning (or worse) for the view's bottom line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str = ""
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        self.last = f"{record.levelname} {record.name}: {record.getMessage()}".splitlines()[0]
+
+
+def default_log_path() -> Path:
+    return Path(tempfile.gettempdir()) / f"gateway-live-{os.getpid()}.log"
+
+
+@contextlib.contextmanager
+def logs_to_file(path: Path) -> Iterator[LogTail]:
+    """Route the root logger to `path` (same format and redaction as before) while the view
+    runs; the terminal handlers come back afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    for handler in saved:
+        if handler.formatter is not None:
+            file_handler.setFormatter(handler.formatter)
+        for filt in handler.filters:
+            file_handler.addFilter(filt)
+    tail = LogTail()
+    for filt in file_handler.filters:
+        tail.addFilter(filt)
+    root.handlers[:] = [file_handler, tail]
+    try:
+        yield tail
+    finally:
+        root.handlers[:] = saved
+        file_handler.close()
+
+
+def tag_rows(gateway: GatewayState) -> list[TagRow]:
+    return [TagRow(device, tag, format_value(r.value), r.unit or "", r.quality.value,
+                   r.source_ts.strftime("%H:%M:%S.%f")[:-3])
+            for (device, tag), r in gateway.tags.latest.items()]
+
+
+def summary_parts(gateway: GatewayState, now: float) -> tuple[list[str], list[str]]:
+    """The devices line's parts and the sinks line's parts."""
+    health = sorted(gateway.health.items())
+    down = [(name, h.error) for name, h in health if not h.healthy(now)]
+    devices = [f"devices {len(health)}: {len(health) - len(down)} answering, "
+               f"{len(down)} not answering"]
+    devices += [f"{name}: {error or 'no answer yet'}" for name, error in down]
+    sinks = ["sinks:"] if gateway.sinks else ["sinks: none"]
     for sink in gateway.sinks:
-        buffer = gateway.buffer
-        sinks.add_row(sink.name,
-                      Text("yes" if sink.connected else "no",
-                           style="green" if sink.connected else "bold red"),
-                      str(buffer.depth(sink.name)) if buffer else "-",
-                      f"{buffer.oldest_unsent_age(sink.name):.1f}s" if buffer else "-",
-                      str(buffer.dropped(sink.name)) if buffer else "-")
-    parts: list[Table | Text] = [devices, tags, sinks]
-    if footer:
-        parts.append(Text(footer))
-    return Group(*parts)
+        state = "connected" if sink.connected else "NOT connected"
+        backlog = ""
+        if gateway.buffer is not None:
+            backlog = f", backlog {gateway.buffer.depth(sink.name)}"
+            age = gateway.buffer.oldest_unsent_age(sink.name)
+            if age > 5:
+                backlog += f" (oldest {age:.0f}s)"
+        sinks.append(f"{sink.name} {state}{backlog}")
+    return devices, sinks
+
+
+def status_url(gateway: GatewayState) -> str | None:
+    http = gateway.config.gateway.http
+    return f"status page http://{http.listen}/" if http.enabled else None
+
+
+def render(gateway: GatewayState, width: int, height: int, state: ViewState,
+           extra: list[str] | None = None, tail: LogTail | None = None) -> Group:
+    """Exactly the lines that fit `width` x `height` (one line is left for the cursor)."""
+    devices, sinks = summary_parts(gateway, time.monotonic())
+    where = [p for p in (status_url(gateway), *(extra or [])) if p]
+    summary = pack(devices, width) + pack(sinks, width, " ") + pack(where, width)
+    rows = tag_rows(gateway)
+    state.devices = sorted({r.device for r in rows} | set(gateway.health))
+    shown = select_rows(rows, state)
+    bottom = [_keys_line(state, 1, 1, width)]
+    if tail is not None and tail.last:
+        bottom.insert(0, shorten_middle(f"last log: {tail.last}", width))
+    per_page = max(1, height - 1 - len(summary) - 1 - len(bottom))
+    page = paginate(shown, per_page, state.page)
+    state.page = page.number
+    bottom[-1] = _keys_line(state, page.number + 1, page.count, width)
+    columns = plan_columns(width, shown)
+    lines: list[Text] = [Text(line, style="bold") for line in summary]
+    lines.append(Text(_header(columns), style="dim"))
+    lines += _table(page.rows, columns, shown)
+    lines += [Text(line, style="dim") for line in bottom]
+    for line in lines:
+        line.no_wrap, line.overflow = True, "ellipsis"
+        line.truncate(width)
+    return Group(*lines)
+
+
+def _keys_line(state: ViewState, page: int, pages: int, width: int) -> str:
+    filters = []
+    if state.bad_only:
+        filters.append("bad only")
+    if state.device:
+        filters.append(f"device {state.device}")
+    shown = f" [{', '.join(filters)}]" if filters else ""
+    return shorten_middle(f"page {page}/{pages}{shown} · {KEYS_HELP}", width)
+
+
+def _cells(columns: Columns, device: str, tag: str, value: str, unit: str, quality: str,
+           when: str) -> list[str]:
+    cells = [device.ljust(columns.device), tag.ljust(columns.tag),
+             value.rjust(columns.value)[:columns.value]]
+    if columns.unit:
+        cells.append(unit[:columns.unit].ljust(columns.unit))
+    cells.append(quality.ljust(columns.quality))
+    if columns.time:
+        cells.append(when.ljust(columns.time))
+    return cells
+
+
+def _header(columns: Columns) -> str:
+    return " ".join(_cells(columns, "device", "tag", "value", "unit", "quality",
+                           "source (UTC)")).rstrip()
+
+
+def _table(rows: list[TagRow], columns: Columns, all_rows: list[TagRow]) -> list[Text]:
+    """Names are shortened consistently across every row the filter keeps, not only the page."""
+    tags = distinct_names((r.tag for r in all_rows), columns.tag)
+    devices = distinct_names((r.device for r in all_rows), columns.device)
+    lines = []
+    for row in rows:
+        value = row.value if len(row.value) <= columns.value else shorten_middle(
+            row.value, columns.value, columns.value - 12)
+        cells = _cells(columns, devices[row.device], tags[row.tag], value, row.unit,
+                       row.quality, row.time)
+        line = Text(" ".join(cells[:-2 if columns.time else -1]) + " ")
+        line.append(cells[-2 if columns.time else -1], style=QUALITY_STYLE.get(row.quality, ""))
+        if columns.time:
+            line.append(" " + cells[-1])
+        lines.append(line)
+    return lines
+
+
+class KeyReader:
+    """Single key presses from a terminal's stdin (cbreak mode, restored on exit)."""
+
+    def __init__(self, on_key: Callable[[str], None]) -> None:
+        self.on_key = on_key
+        self.fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else -1
+        self._saved: list[object] | None = None
+
+    def __enter__(self) -> KeyReader:
+        if self.fd < 0:
+            return self
+        import termios
+        import tty
+
+        self._saved = termios.tcgetattr(self.fd)
+        tty.setcbreak(self.fd)  # keys arrive one by one; Ctrl-C still sends SIGINT
+        asyncio.get_running_loop().add_reader(self.fd, self._read)
+        return self
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError):
+            for char in os.read(self.fd, 32).decode(errors="ignore"):
+                self.on_key(char)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd < 0 or self._saved is None:
+            return
+        import termios
+
+        asyncio.get_running_loop().remove_reader(self.fd)
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)  # type: ignore[arg-type]
 
 
 async def live_view(gateway: GatewayState, stop: asyncio.Event,
-                    footer: Callable[[], str] = lambda: "", console: Console | None = None,
-                    refresh: float = 1.0) -> None:
-    """Redraw until `stop` is set."""
-    with Live(render(gateway), console=console, refresh_per_second=4, screen=False) as live:
+                    extra: Callable[[], list[str]] = lambda: [], console: Console | None = None,
+                    refresh: float = 1.0, device: str | None = None,
+                    log_path: Path | None = None) -> None:
+    """Redraw until `stop` is set; `extra` adds parts to the summary's last line (the demo's
+    message count and mosquitto_sub hint). `q` sets `stop`."""
+    console = console or Console()
+    state = ViewState(device=device)
+    redraw = asyncio.Event()
+
+    def on_key(char: str) -> None:
+        if char == "q":
+            stop.set()
+        elif state.key(char):
+            redraw.set()
+
+    def frame(tail: LogTail) -> Group:
+        width, height = console.size
+        return render(gateway, width, height, state, extra(), tail)
+
+    with (logs_to_file(log_path or default_log_path()) as tail, KeyReader(on_key),
+          Live(frame(tail), console=console, auto_refresh=False, screen=False,
+               redirect_stdout=False, redirect_stderr=False) as live):
         while not stop.is_set():
-            live.update(render(gateway, footer()))
-            try:
-                await asyncio.wait_for(stop.wait(), refresh)
-            except TimeoutError:
-                pass
+            live.update(frame(tail), refresh=True)
+            redraw.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(stop, redraw), refresh)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of `events` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def format_value(value: object, max_items: int = 6) -> str:

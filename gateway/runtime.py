@@ -141,11 +141,15 @@ class Gateway:
             if pending:
                 log.warning("shutdown deadline reached; the unsent readings stay in the buffer")
 
-    async def reload_from_file(self) -> dict[str, Any]:
+    async def reload_from_file(self, named: str | None = None) -> dict[str, Any]:
         """Re-read the config file (SIGHUP, `gateway reload`); an invalid file is refused with
-        its errors and the running config stays."""
+        its errors and the running config stays. A gateway reloads only the file it was started
+        with: `named` (the file `gateway reload --config` was given) must be that file."""
         if self.config_path is None:
             return {"ok": False, "errors": ["this gateway was not started from a file"]}
+        refused = other_file(self.config_path, named)
+        if refused:
+            return {"ok": False, "errors": [refused]}
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
@@ -194,3 +198,13 @@ class Gateway:
         log.info("reload: added %s, removed %s, changed %s", changes["added"] or "none",
                  changes["removed"] or "none", changes["changed"] or "none")
         return changes
+
+
+def other_file(running: str, named: str | None) -> str | None:
+    """Why a reload of `named` is refused by a gateway started with `running` (None: same
+    file, or no file named)."""
+    if named is None or Path(named).resolve() == Path(running).resolve():
+        return None
+    return (f"this gateway runs {Path(running).resolve()} and reloads only that file, not "
+            f"{named}; edit that file and reload, or restart the gateway with "
+            f"`gateway run --config {named}`")

@@ -17,9 +17,21 @@ if TYPE_CHECKING:
     from simulators.opcua.security import SimulatorSecurity
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """`(default: X)` after each option's help, except where there is no default to tell."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is None or action.default is False or action.default == []
+                or action.default == argparse.SUPPRESS or "%(default)" in text):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def _parser() -> argparse.ArgumentParser:
     """Common flags, then one argument group per protocol."""
-    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__,
+                                     formatter_class=_DefaultsShown)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (TCP)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same values")
     parser.add_argument("--tick", default="100ms", help="model update period")
@@ -29,9 +41,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="Modbus TCP port (0: any free port)")
     modbus.add_argument("--serial", default=None,
                         help="serve Modbus RTU on this serial device instead of TCP")
-    modbus.add_argument("--baudrate", type=int, default=19200)
-    modbus.add_argument("--parity", choices=("N", "E", "O"), default="N")
-    modbus.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
+    modbus.add_argument("--baudrate", type=int, default=19200, help="RTU: bits per second")
+    modbus.add_argument("--parity", choices=("N", "E", "O"), default="N",
+                        help="RTU: none, even, odd")
+    modbus.add_argument("--stopbits", type=int, choices=(1, 2), default=1, help="RTU")
     modbus.add_argument("--framer", choices=("socket", "rtu"), default="socket",
                         help="TCP framing: socket (Modbus TCP) or rtu (RTU over TCP, as a "
                         "serial gateway in transparent mode)")
@@ -39,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="TCP clients served at once (1: a serial gateway); more are closed")
     opcua = parser.add_argument_group("OPC UA")
     opcua.add_argument("--opcua-port", type=int, default=None,
-                       help="also serve the CNC on opc.tcp://HOST:PORT/ (0: any free port)")
+                       help="also serve the CNC on opc.tcp://HOST:PORT/ (0: any free port; "
+                       "default: no OPC UA server)")
     opcua.add_argument("--opcua-secure", action="store_true",
                        help="offer only signed and encrypted endpoints (Basic256Sha256 and the "
                        "Aes policies); prints the certificate's fingerprint to pin")

@@ -8,7 +8,9 @@ What the far side says decides what happens to a batch:
 - 2xx: delivered.
 - no answer (refused, timeout, reset), 5xx, 429: `SinkError`, the caller retries later.
 - 401/403 (credentials), 404 (database, bucket or org missing): `SinkError` too, with a message
-  naming the setting to fix; data is never dropped for a configuration mistake.
+  naming the setting to fix; data is never dropped for a configuration mistake. A missing v1
+  database is explained once (how to create it); with `create_database: true` the sink creates
+  it at start, and again if it disappears.
 - any other 4xx (a field type conflict, an invalid field name like `time`, a line too long):
   the batch is bisected until the rejected lines are isolated; the rest is written, each
   rejected line is logged with the server's message and dropped (counted), so that one bad
@@ -85,6 +87,8 @@ class V1Writer:
         if config.retention_policy:
             params["rp"] = config.retention_policy
         self.path = f"{parts.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        self.query_path = f"{parts.path.rstrip('/')}/query"
+        self.database = config.database
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         if config.username:
             password = config.password.get_secret_value() if config.password else ""
@@ -99,6 +103,7 @@ class V1Writer:
             self.ssl_context.check_hostname = False
             self.ssl_context.verify_mode = ssl.CERT_NONE
         self.conn: http.client.HTTPConnection | None = None
+        self.last_body = b""
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.https:
@@ -106,10 +111,11 @@ class V1Writer:
                                                context=self.ssl_context)
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
-    def post(self, body: bytes) -> Answer:
+    def post(self, body: bytes, path: str | None = None,
+             content_type: str | None = None) -> Answer:
         reused = self.conn is not None
         try:
-            return self._post_once(body)
+            return self._post_once(body, path, content_type)
         except TimeoutError as exc:  # not retried: the timeout bounds the whole attempt
             self.close()
             raise Unreachable(f"timed out after {self.timeout}s") from exc
@@ -120,17 +126,35 @@ class V1Writer:
         # A kept-alive connection the server has closed meanwhile (a restart, an idle
         # timeout) fails on first use: one more try on a fresh connection.
         try:
-            return self._post_once(body)
+            return self._post_once(body, path, content_type)
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
 
-    def _post_once(self, body: bytes) -> Answer:
+    def create_database(self) -> Answer:
+        """`CREATE DATABASE` (a no-op when it exists); InfluxQL errors come back as a 200 with
+        an `error` per statement, returned here as a 400."""
+        quoted = self.database.replace("\\", "\\\\").replace('"', '\\"')
+        form = urllib.parse.urlencode({"q": f'CREATE DATABASE "{quoted}"'}).encode()
+        answer = self.post(form, self.query_path, "application/x-www-form-urlencoded")
+        if answer.ok and self.last_body:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                for result in json.loads(self.last_body).get("results", []):
+                    if "error" in result:
+                        return Answer(400, str(result["error"]))
+        return answer
+
+    def _post_once(self, body: bytes, path: str | None = None,
+                   content_type: str | None = None) -> Answer:
         if self.conn is None:
             self.conn = self._connect()
-        self.conn.request("POST", self.path, body=body, headers=self.headers)
+        headers = dict(self.headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        self.conn.request("POST", path or self.path, body=body, headers=headers)
         response = self.conn.getresponse()
         data = response.read()
+        self.last_body = data
         if response.will_close:
             self.close()
         return Answer(response.status, "" if 200 <= response.status < 300
@@ -200,6 +224,7 @@ class InfluxSink(Sink):
         self._writer: Writer | None = None
         self._connected = False
         self._arrays_warned: set[tuple[str, str]] = set()
+        self._missing_database_told = False
 
     @property
     def connected(self) -> bool:
@@ -207,8 +232,30 @@ class InfluxSink(Sink):
         return self._connected
 
     async def start(self) -> None:
-        """Creates the HTTP client; connects lazily, on the first write."""
+        """Creates the HTTP client; connects lazily, on the first write (or now, to create the
+        v1 database when `create_database` is set; unreachable now: at the first write)."""
         self._writer = V2Writer(self.config) if self.config.api == "v2" else V1Writer(self.config)
+        if self._creates_database():
+            with contextlib.suppress(SinkError):
+                await self._create_database()
+
+    def _creates_database(self) -> bool:
+        return self.config.api == "v1" and self.config.create_database
+
+    async def _create_database(self) -> None:
+        assert isinstance(self._writer, V1Writer)
+        try:
+            answer = await asyncio.to_thread(self._writer.create_database)
+        except Unreachable as exc:
+            raise SinkError(f"InfluxDB at {self.config.url} unreachable: {exc}",
+                            self.name) from exc
+        if answer.ok:
+            log.info("influxdb: database %r is there (create_database: true)",
+                     self.config.database)
+        else:
+            log.error("influxdb: could not create database %r (%d: %s); check that "
+                      "sinks.influxdb.username is an admin user", self.config.database,
+                      answer.status, answer.message, self.name)
 
     async def send(self, readings: Sequence[Reading]) -> None:
         batch = to_lines(readings, self.contexts)
@@ -240,6 +287,9 @@ class InfluxSink(Sink):
         """Write `lines`; bisect a rejected batch down to the single lines the server refuses,
         which are appended to `rejected` (line, answer) and not retried."""
         answer = await self._post(lines)
+        if answer.status == 404 and self._creates_database():
+            await self._create_database()
+            answer = await self._post(lines)
         if answer.ok:
             return rejected
         self._raise_unless_data_rejected(answer)
@@ -269,13 +319,23 @@ class InfluxSink(Sink):
         if answer.status in (401, 403):
             raise SinkError(f"{where} refused the credentials ({answer.status}: "
                             f"{answer.message}); check {setting}", self.name)
+        if answer.status == 404 and self.config.api == "v1":
+            self._tell_missing_database(answer)
+            raise SinkError(f"{where}: database {self.config.database!r} not found (404); "
+                            "the readings wait in the buffer", self.name)
         if answer.status == 404:
             target = (f"org {self.config.org!r} / bucket {self.config.bucket!r} (or the "
-                      "/api/v2/write endpoint: InfluxDB 1.x before 1.8 needs `api: v1`)"
-                      if self.config.api == "v2" else f"database {self.config.database!r}")
+                      "/api/v2/write endpoint: InfluxDB 1.x before 1.8 needs `api: v1`)")
             raise SinkError(f"{where}: {target} not found (404: {answer.message})", self.name)
         if not 400 <= answer.status < 500 or answer.status == 429:
             raise SinkError(f"{where} answered {answer.status}: {answer.message}", self.name)
+
+    def _tell_missing_database(self, answer: Answer) -> None:
+        """Once per run: how to create the database (the retries then say it in one line)."""
+        if self._missing_database_told:
+            return
+        self._missing_database_told = True
+        log.error("%s", missing_database_help(self.config, answer.message, self.name))
 
     def _count_dropped(self, count: int, reason: str) -> None:
         if count:
@@ -287,7 +347,8 @@ class InfluxSink(Sink):
         for device, tag in arrays:
             if (device, tag) not in self._arrays_warned:
                 self._arrays_warned.add((device, tag))
-                log.warning("influxdb: %s/%s is an array, which line protocol cannot hold; its "
+                # INFO, not WARNING: it is how the sink works, not something going wrong.
+                log.info("influxdb: %s/%s is an array, which line protocol cannot hold; its "
                             "readings are not written (counted in gateway_sink_dropped_total"
                             "{reason=\"array\"}); MQTT carries them as JSON lists", device, tag)
 
@@ -298,3 +359,21 @@ class InfluxSink(Sink):
         if len(rejected) > MAX_LOGGED_REJECTIONS:
             log.error("influxdb rejected %d more line(s) of this batch, dropped",
                       len(rejected) - MAX_LOGGED_REJECTIONS)
+
+
+def missing_database_help(config: InfluxSinkConfig, message: str = "",
+                          sink: str = "influxdb") -> str:
+    """What to do when a v1 InfluxDB has no such database, with commands to copy."""
+    parts = urllib.parse.urlsplit(config.url)
+    name = config.database
+    influx = f"influx -host {parts.hostname or '127.0.0.1'} -port {parts.port or 8086}"
+    if config.username:
+        influx += f" -username {config.username} -password '...'"
+    curl_user = f" -u {config.username}" if config.username else ""
+    return (f"InfluxDB at {config.url} has no database {name!r}"
+            f"{f' ({message})' if message else ''}. Create it once with\n"
+            f"    {influx} -execute 'CREATE DATABASE {name}'\n"
+            f"or  curl{curl_user} -XPOST '{config.url}/query' --data-urlencode "
+            f"'q=CREATE DATABASE \"{name}\"'\n"
+            f"or set `create_database: true` under sinks.{sink} so the gateway creates it at "
+            "start. Until then the readings wait in the buffer; nothing is lost.")

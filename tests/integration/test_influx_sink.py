@@ -248,14 +248,17 @@ async def test_arrays_are_skipped_counted_and_said_once_per_tag(
         influxdb_v1: InfluxV1Server, counters: Counters, caplog: pytest.LogCaptureFixture) -> None:
     ts = utc_now()
     batch = [reading("arr", "axes", [1.0, 2.0], ts), reading("arr", "speed", 5.0, ts)]
-    async with running(InfluxSink(v1_config(influxdb_v1), contexts("arr"), counters)) as sink:
-        await sink.send(batch)
-        await sink.send(batch)
+    with caplog.at_level(logging.INFO, logger="gateway.sinks.influx"):
+        async with running(InfluxSink(v1_config(influxdb_v1), contexts("arr"),
+                                      counters)) as sink:
+            await sink.send(batch)
+            await sink.send(batch)
     assert influxdb_v1.query('SELECT * FROM "arr"') == [
         {"time": timestamp_ns(ts), "gateway": "edge-01", "site": "jeonju", "area": "stamping",
          "speed": 5.0}]
     assert counters.get("gateway_sink_dropped_total", sink="influxdb", reason="array") == 2
-    assert len([r for r in caplog.records if "arr/axes is an array" in r.getMessage()]) == 1
+    [told] = [r for r in caplog.records if "arr/axes is an array" in r.getMessage()]
+    assert told.levelno == logging.INFO  # by design, not a fault: no warning at start
 
 
 async def test_influxdb_reads_escaped_backslashes_as_line_protocol_documents(

@@ -149,3 +149,22 @@ def test_reload_command_refuses_an_invalid_config(running_gateway: tuple[Path, i
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["changes"]["added"] == ["box-z"]
     wait_for(lambda: devices_seen(port) == {"box-a", "box-z"}, 20, "box-z's values")
+
+
+def test_reload_of_another_file_is_refused_naming_the_running_one(
+        running_gateway: tuple[Path, int, Any], tmp_path: Path) -> None:
+    config, port, _proc = running_gateway
+    other = tmp_path / "other.yaml"
+    other.write_text(config_text(tmp_path, port, ["box-a", "box-o"]))
+    result = gateway_cli("reload", "--config", str(other))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"this gateway runs {config.resolve()}" in result.stderr
+    assert f"gateway run --config {other.resolve()}" in result.stderr
+    assert devices_seen(port) == {"box-a"}, "nothing was reloaded"
+    # The same file under another spelling (relative, from its folder) is the same file.
+    config.write_text(config_text(tmp_path, port, ["box-a", "box-r"]))
+    same = subprocess.run([sys.executable, "-m", "gateway", "reload", "--config", "gateway.yaml"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert json.loads(same.stdout)["changes"]["added"] == ["box-r"]

@@ -197,7 +197,7 @@ async def test_a_failing_reload_is_a_500_answer_and_no_reload_is_501(tmp_path: P
     config = parse_config(config_text(tmp_path, 0, TOKEN), env={})
     state = Gateway(config, [ListSink()], []).state
 
-    async def failing_reload() -> dict[str, Any]:
+    async def failing_reload(named: str | None = None) -> dict[str, Any]:
         raise RuntimeError("disk on fire")
 
     for reload, expected in ((failing_reload, 500), (None, 501)):

@@ -1,0 +1,71 @@
+"""The README is one screen to live data and a first PLC, then links: the links resolve, the
+two quick-start commands are there exactly, and the long sections live in docs/."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+QUICK_START = ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gateway demo",
+               "bash tests/run")
+
+
+def relative_links(markdown: str) -> list[str]:
+    targets = re.findall(r"\]\(([^)\s]+)\)", markdown)
+    return [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and t[0] != "#"]
+
+
+def test_the_two_quick_start_commands_are_there_exactly_and_early() -> None:
+    block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert block is not None
+    lines = [line.split("#")[0].strip() for line in block[1].splitlines()]
+    assert lines == list(QUICK_START)
+    assert README.index(QUICK_START[0]) < README.index("## Your first PLC") < 3000
+
+
+def test_a_fresh_machine_is_told_what_to_install_and_which_python() -> None:
+    assert "apt install python3-venv git" in README
+    assert "Python 3.11 or newer" in README
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.11"
+
+
+def test_the_readme_is_short_and_every_link_resolves() -> None:
+    assert len(README.splitlines()) <= 130
+    links = relative_links(README)
+    assert len(links) >= 15
+    for link in links:
+        assert (ROOT / link).is_file(), link
+    for topic in ("configuration", "modbus", "opcua", "sparkplug", "cli", "oee", "operating",
+                  "troubleshooting", "performance", "buffer"):
+        assert f"docs/{topic}.md" in links, topic
+
+
+def test_links_inside_docs_resolve() -> None:
+    for page in (ROOT / "docs").glob("*.md"):
+        for link in relative_links(page.read_text()):
+            assert (page.parent / link).resolve().exists(), f"{page.name}: {link}"
+
+
+def test_the_long_sections_moved_to_docs() -> None:
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    assert "Reproduce with `bash bench/run --json results.json`" in performance
+    assert len(performance.splitlines()) > 150
+    assert "field type conflict" in (ROOT / "docs" / "troubleshooting.md").read_text()
+    assert "byte_order | word_order" in (ROOT / "docs" / "modbus.md").read_text()
+    assert "server_fingerprint" in (ROOT / "docs" / "opcua.md").read_text()
+    assert "`${NAME}` and `${NAME:-default}`" in (ROOT / "docs" / "config-basics.md").read_text()
+
+
+def test_the_license_is_the_apache_2_text_pyproject_names() -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    license_field = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert "Apache-2.0" in str(license_field)
