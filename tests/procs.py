@@ -11,12 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from simulators.ports import free_port as free_port  # the one helper, re-exported for tests
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str,

@@ -35,11 +35,11 @@ _READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 class ModbusDriver(Driver):
     config_model = ModbusDeviceConfig
+    config: ModbusDeviceConfig
 
     def __init__(self, config: DeviceConfig) -> None:
-        super().__init__(config)
         assert isinstance(config, ModbusDeviceConfig)
-        self.settings = config
+        super().__init__(config)
         self.tags = {tag.name: tag for tag in config.tags}
         self.plan: ReadPlan = plan_reads(
             (TagSpan(t.name, t.table, t.address, t.size) for t in config.tags),
@@ -59,7 +59,7 @@ class ModbusDriver(Driver):
         return {name for name, tag in self.tags.items() if tag.writable}
 
     def describe_plan(self) -> str:
-        conn = self.settings.connection
+        conn = self.config.connection
         framing = "" if conn.framing == "socket" else " rtu"
         where = (f"tcp {conn.host}:{conn.port}{framing}" if conn.host else
                  f"rtu {conn.serial} {conn.baudrate} {conn.bytesize}{conn.parity}{conn.stopbits}")
@@ -70,7 +70,7 @@ class ModbusDriver(Driver):
     async def connect(self) -> None:
         """Join the link of this device's port (opened by the first device that needs it)."""
         if self._link is None:
-            self._link = links().acquire(self.name, self.settings.connection)
+            self._link = links().acquire(self.name, self.config.connection)
         await self._link.connect(self.name)
 
     async def close(self) -> None:
@@ -113,7 +113,7 @@ class ModbusDriver(Driver):
         if self._link is None:
             raise DeviceUnreachable("not connected", self.name)
         COUNTERS.inc("gateway_modbus_requests_total", device=self.name)
-        conn = self.settings.connection
+        conn = self.config.connection
         return await self._link.call(self.name, conn.unit_id, conn.timeout, expected, method,
                                      *args, **kwargs)
 

@@ -39,10 +39,10 @@ def good(dv: ua.DataValue) -> bool:
 
 class OpcUaDriver(Driver):
     config_model = OpcUaDeviceConfig
+    config: OpcUaDeviceConfig
 
     def __init__(self, config: OpcUaDeviceConfig) -> None:
         super().__init__(config)
-        self.cfg = config
         self._client: Client | None = None
         self._node_ids: list[ua.NodeId] = []
         self.limits = planning.OperationLimits()
@@ -53,21 +53,21 @@ class OpcUaDriver(Driver):
         self._arrived = asyncio.Event()  # notifications were buffered since the last drain
 
     def describe_plan(self) -> str:
-        return (f"{self.name}: {len(self.cfg.tags)} node(s) from "
-                f"{self.cfg.connection.endpoint} by {self.cfg.mode}")
+        return (f"{self.name}: {len(self.config.tags)} node(s) from "
+                f"{self.config.connection.endpoint} by {self.config.mode}")
 
     async def connect(self) -> None:
         self._dead = None
-        client = await open_client(self.cfg.connection, self.name)
+        client = await open_client(self.config.connection, self.name)
         self._client = client
         try:
-            texts = [t.node for t in self.cfg.tags]
+            texts = [t.node for t in self.config.tags]
             spaces = (await self._call(client.get_namespace_array())
                       if nodeids.needs_namespaces(texts) else [])
             self._node_ids = [nodeids.resolve(t, spaces) for t in texts]
             self.limits = await self._operation_limits(client)
             self._write_types = await self._data_types(client)
-            if self.cfg.mode == "subscribe":
+            if self.config.mode == "subscribe":
                 await self._subscribe(client)
         except DriverError:
             await self.close()
@@ -76,9 +76,9 @@ class OpcUaDriver(Driver):
     async def _call(self, request: Any) -> Any:
         """Await one service call within the timeout, as a typed gateway error."""
         try:
-            return await asyncio.wait_for(request, self.cfg.connection.timeout)
+            return await asyncio.wait_for(request, self.config.connection.timeout)
         except (OSError, TimeoutError, ConnectionError) as exc:
-            why = reason(exc, self.cfg.connection.timeout)
+            why = reason(exc, self.config.connection.timeout)
             raise DeviceUnreachable(f"request failed: {why}", self.name) from exc
         except ua.UaStatusCodeError as exc:
             raise DriverError(f"request refused: {reason(exc)}", self.name) from exc
@@ -109,7 +109,7 @@ class OpcUaDriver(Driver):
     async def _data_types(self, client: Client) -> dict[int, ua.VariantType | str]:
         """The built-in type each writable tag's node takes (its DataType attribute, read at
         every connect: a PLC program download may change it), or why it cannot be written."""
-        indexes = [i for i, t in enumerate(self.cfg.tags) if t.writable]
+        indexes = [i for i, t in enumerate(self.config.tags) if t.writable]
         try:
             answers = await self._read(client, [self._node_ids[i] for i in indexes],
                                        self.limits.max_nodes_per_read, ua.AttributeIds.DataType)
@@ -133,7 +133,7 @@ class OpcUaDriver(Driver):
         return types
 
     def writable_tags(self) -> set[str]:
-        return {t.name for t in self.cfg.tags if t.writable}
+        return {t.name for t in self.config.tags if t.writable}
 
     async def write(self, tag: str, value: object) -> object:
         """Write the Value attribute in the node's DataType, then read it back. WriteRefused
@@ -145,7 +145,7 @@ class OpcUaDriver(Driver):
         vtype = self._write_types.get(index, "the node's DataType is not known yet")
         if isinstance(vtype, str):
             raise WriteRefused(f"{tag}: {vtype}")
-        config, node_id = self.cfg.tags[index], self._node_ids[index]
+        config, node_id = self.config.tags[index], self._node_ids[index]
         variant = writes.to_variant(value, vtype, config.min, config.max)
         params = ua.WriteParameters(NodesToWrite=[ua.WriteValue(
             NodeId=node_id, AttributeId=ua.AttributeIds.Value, Value=ua.DataValue(variant))])
@@ -169,7 +169,7 @@ class OpcUaDriver(Driver):
         return read_back
 
     def _writable_index(self, tag: str) -> int:
-        for index, config in enumerate(self.cfg.tags):
+        for index, config in enumerate(self.config.tags):
             if config.name == tag:
                 if not config.writable:
                     raise WriteRefused(f"{tag} is not writable (its config has no "
@@ -181,7 +181,7 @@ class OpcUaDriver(Driver):
         # The subscription's iterator, unbounded (the NotificationBuffer bounds what is kept,
         # counting what it drops), read by one task: asyncua 2.1's handler mode starts a task
         # per notification, a tenth of the gateway's CPU at 5,000 notifications/s.
-        sub = await self._call(client.create_subscription(self.cfg.poll_interval * 1000, None,
+        sub = await self._call(client.create_subscription(self.config.poll_interval * 1000, None,
                                                           queue_maxsize=0))
         self._consumer = asyncio.create_task(self._consume(sub),
                                              name=f"opcua-notifications:{self.name}")
@@ -192,10 +192,10 @@ class OpcUaDriver(Driver):
         for i in retries:
             log.warning("%s: the server refused the device's server_deadband on tag %s (%s); "
                         "subscribed without it (a tag's own server_deadband: 0 turns it off)",
-                        self.name, self.cfg.tags[i].name, refused.pop(i)[1].name)
+                        self.name, self.config.tags[i].name, refused.pop(i)[1].name)
         refused.update(await self._create_items(sub, list(retries.values())))
         for i, (_, status) in sorted(refused.items()):
-            tag = self.cfg.tags[i]
+            tag = self.config.tags[i]
             self._buffer.append(bad_reading(self.name, tag.name, status.name, tag.unit))
 
     async def _create_items(self, sub: Any, requests: list[ua.MonitoredItemCreateRequest]
@@ -213,19 +213,19 @@ class OpcUaDriver(Driver):
 
     def _inherits(self, index: int) -> bool:
         """Whether the tag's server-side deadband (if any) is the device's."""
-        return self.cfg.tags[index].server_deadband is None
+        return self.config.tags[index].server_deadband is None
 
     def _item_request(self, index: int, node_id: ua.NodeId) -> ua.MonitoredItemCreateRequest:
-        tag = self.cfg.tags[index]
+        tag = self.config.tags[index]
         deadband = planning.server_deadband(tag.server_deadband, tag.server_deadband_type,
-                                            self.cfg.server_deadband,
-                                            self.cfg.server_deadband_type)
-        return planning.item_request(index, node_id, deadband, self.cfg.queue_size,
-                                     self.cfg.sampling_interval * 1000)
+                                            self.config.server_deadband,
+                                            self.config.server_deadband_type)
+        return planning.item_request(index, node_id, deadband, self.config.queue_size,
+                                     self.config.sampling_interval * 1000)
 
     async def _consume(self, sub: Subscription) -> None:
         """Until the subscription is deleted (the iterator ends) or close() cancels it."""
-        tags, buffer = self.cfg.tags, self._buffer
+        tags, buffer = self.config.tags, self._buffer
         try:
             async for event in sub:
                 if isinstance(event, DataChangeEvent):
@@ -244,26 +244,26 @@ class OpcUaDriver(Driver):
     @property
     def pushes(self) -> bool:
         """Subscribe mode pushes: notifications go to the runtime as they arrive."""
-        return self.cfg.mode == "subscribe"
+        return self.config.mode == "subscribe"
 
     async def subscribe(self, publish: Publish) -> None:
         """Hand each burst of notifications over as it arrives, until the session fails. The
         session is checked at least once per publishing interval while nothing arrives."""
         while True:
             await self._check_session()
-            await self._next_notifications(self.cfg.poll_interval)
+            await self._next_notifications(self.config.poll_interval)
             if self._buffer:
                 publish(self._buffer.drain())
 
     async def read(self) -> list[Reading]:
         await self._check_session()
-        if self.cfg.mode == "subscribe":  # a direct caller of a push driver: what arrived
-            await self._next_notifications(self.cfg.poll_interval)
+        if self.config.mode == "subscribe":  # a direct caller of a push driver: what arrived
+            await self._next_notifications(self.config.poll_interval)
             return self._buffer.drain()
         assert self._client is not None
         results = await self._read(self._client, self._node_ids, self.limits.max_nodes_per_read)
         return [to_reading(self.name, t.name, dv, t.unit)
-                for t, dv in zip(self.cfg.tags, results, strict=True)]
+                for t, dv in zip(self.config.tags, results, strict=True)]
 
     async def _check_session(self) -> None:
         if self._client is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -22,6 +21,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from simulators.modbus.encoding import to_registers
 from simulators.modbus.machines import Machine, load_machines
+from simulators.ports import free_port
 
 log = logging.getLogger(__name__)
 TABLE_SIZE = 256
@@ -29,12 +29,6 @@ FUNCTION_TABLES = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil"
                    15: "coil", 16: "holding", 22: "holding", 23: "holding"}
 SEQUENCE_TAG = "poll_sequence"
 FAULT_KINDS = ("none", "silent", "delay", "exception", "drop", "short")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -16,15 +15,10 @@ from simulators.opcua import address_space
 from simulators.opcua.address_space import NS_URI, TYPED
 from simulators.opcua.machines import Cnc
 from simulators.opcua.security import SimulatorSecurity
+from simulators.ports import free_port
 
 __all__ = ["NS_URI", "TYPED", "OpcUaSimulator", "free_port"]  # tests import them from here
 
-
-def free_port() -> int:
-    """A free 127.0.0.1 port (the OS picks; a tiny race is acceptable for a simulator)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 class OpcUaSimulator:
     """`async with OpcUaSimulator(port=0) as sim: sim.endpoint`."""
