@@ -184,14 +184,14 @@ class MqttSinkConfig(SinkSettings):
     @field_validator("topic")
     @classmethod
     def _topic(cls, template: str) -> str:
-        from gateway.sinks.topics import validate_topic_template
+        from gateway.sinks.mqtt_wire import validate_topic_template
 
         return validate_topic_template(template)
 
     @field_validator("device_topic")
     @classmethod
     def _device_topic(cls, template: str) -> str:
-        from gateway.sinks.topics import validate_topic_template
+        from gateway.sinks.mqtt_wire import validate_topic_template
 
         return validate_topic_template(template, per_tag=False)
 

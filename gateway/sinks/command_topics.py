@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gateway.sinks.topics import level, render_topic
+from gateway.sinks.mqtt_wire import level, render_topic
 
 SET = "/set"
 RESULT = "/set/result"

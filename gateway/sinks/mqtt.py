@@ -1,7 +1,7 @@
 """MQTT sink (paho-mqtt 2.x): one message per reading (or per device cycle), acknowledged
 before the buffer moves on. The connection is an `MqttSession` (gateway/sinks/mqtt_session.py),
 the batch in flight a `BatchPublisher` (gateway/sinks/mqtt_batch.py), the wire format
-gateway/sinks/topics.py. While the broker is unreachable `send()` fails at once, so the backlog
+gateway/sinks/mqtt_wire.py. While the broker is unreachable `send()` fails at once, so the backlog
 stays in the durable buffer rather than in paho's memory.
 """
 
@@ -19,7 +19,7 @@ from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSe
 from gateway.sinks.mqtt_batch import BatchPublisher, Message
 from gateway.sinks.mqtt_commands import CommandChannel
 from gateway.sinks.mqtt_session import MqttSession, expects_tls
-from gateway.sinks.topics import (
+from gateway.sinks.mqtt_wire import (
     device_cycles,
     encode_device_payload,
     encode_payload,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.sinks.topics import level
+from gateway.sinks.mqtt_wire import level
 from simulators.opcua import OpcUaSimulator
 from simulators.opcua.security import SimulatorSecurity
 from tests.fixtures_mqtt import Message, Mosquitto

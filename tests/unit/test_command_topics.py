@@ -16,7 +16,7 @@ from gateway.sinks.command_topics import (
     result_topic,
     tag_of_level,
 )
-from gateway.sinks.topics import render_topic
+from gateway.sinks.mqtt_wire import render_topic
 
 pytestmark = pytest.mark.unit
 TEMPLATE = "{site}/{area}/{line}/{device}/{tag}"

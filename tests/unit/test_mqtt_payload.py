@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
-from gateway.sinks.topics import (
+from gateway.sinks.mqtt_wire import (
     _dump,
     _encode_payload,
     _json_value,

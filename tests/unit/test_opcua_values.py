@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from drivers.opcua.values import quality_of, to_reading, to_value
 from gateway.models import Quality
-from gateway.sinks.topics import format_ts
+from gateway.sinks.mqtt_wire import format_ts
 
 pytestmark = pytest.mark.unit
 

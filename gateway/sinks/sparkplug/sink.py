@@ -36,6 +36,7 @@ from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading
 from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
+from gateway.sinks.mqtt_wire import device_cycles, level
 from gateway.sinks.sparkplug import payload as sp
 from gateway.sinks.sparkplug.config import SparkplugSinkConfig
 from gateway.sinks.sparkplug.session import (
@@ -48,7 +49,6 @@ from gateway.sinks.sparkplug.session import (
     SequenceCounter,
     Step,
 )
-from gateway.sinks.topics import device_cycles, level
 
 log = logging.getLogger(__name__)
 

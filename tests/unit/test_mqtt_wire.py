@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.sinks.topics import level, render_topic, status_topic, validate_topic_template
+from gateway.sinks.mqtt_wire import level, render_topic, status_topic, validate_topic_template
 
 pytestmark = pytest.mark.unit
 DEFAULT = "{site}/{area}/{line}/{device}/{tag}"
