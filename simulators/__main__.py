@@ -92,7 +92,24 @@ def main(argv: list[str] | None = None) -> int:
 
         print(files("simulators.modbus").joinpath("register_map.yaml").read_text())
         return 0
+    problem = _port_problem(args)
+    if problem is not None:  # one line, before anything listens (not a bind traceback)
+        print(f"simulators: {problem}", file=sys.stderr)
+        return 2
     return asyncio.run(_serve(args))
+
+
+def _port_problem(args: argparse.Namespace) -> str | None:
+    from gateway.preflight import port_problem
+
+    ports = [] if args.serial else [(args.modbus_port, "--modbus-port")]
+    if args.opcua_port is not None:
+        ports.append((args.opcua_port, "--opcua-port"))
+    for port, option in ports:
+        problem = port_problem(args.host, port, option)
+        if problem is not None:
+            return problem.replace(f"e.g. {args.host}:", "e.g. ")
+    return None
 
 
 async def _serve(args: argparse.Namespace) -> int:

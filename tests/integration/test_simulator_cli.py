@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,18 @@ async def read_state(connection: OpcUaConnection) -> Any:
         return await client.get_node("ns=2;s=Cnc.State").read_value()
     finally:
         await client.disconnect()
+
+
+@pytest.mark.parametrize("option", ["--modbus-port", "--opcua-port"])
+def test_a_port_in_use_is_one_line_naming_the_option(option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--modbus-port", "0", option, str(port)]
+        result = subprocess.run([sys.executable, "-m", "simulators", *args], capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"port {port} is already in use" in line and option in line
