@@ -31,6 +31,14 @@ from gateway.signals import stop_on_signals
 log = logging.getLogger(__name__)
 DEMO_SITE = "demo"
 DEMO_STATE = "demo.json"
+DEMO_KPI_INTERVAL = "5s"  # short, so the demo's OEE moves within a minute
+# The simulated machines that make parts on a schedule (simulators/modbus/schedule.py).
+DEMO_OEE: dict[str, dict[str, Any]] = {
+    "press-01": {"running": {"tag": "running"}, "total_count": "cycle_counter",
+                 "reject_count": "reject_counter", "ideal_cycle_time": "2s"},
+    "packer-03": {"running": {"tag": "conveyor_running"}, "total_count": "pack_counter",
+                  "good_count": "good_count", "ideal_cycle_time": "1s"},
+}
 
 
 def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: int,
@@ -50,6 +58,7 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
             "connection": {"host": "127.0.0.1", "port": modbus_port,
                            "unit_id": machine["unit_id"]},
             "tags": machine["tags"],
+            **({"oee": DEMO_OEE[machine["name"]]} if machine["name"] in DEMO_OEE else {}),
         })
     if opcua_endpoint:
         devices.append({
@@ -64,6 +73,7 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
                              "bucket": "telemetry", "org": "demo", "create_database": True}
     return {"gateway": {"id": "demo-gw", "site": DEMO_SITE,
                         "buffer": {"path": str(buffer_path)}, "shutdown_timeout": "3s",
+                        "kpi_interval": DEMO_KPI_INTERVAL,
                         "http": {"listen": f"127.0.0.1:{http_port}"}},
             "devices": devices, "sinks": sinks}
 

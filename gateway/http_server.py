@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from importlib.resources import files
 from typing import Any, Protocol
 
@@ -32,6 +34,7 @@ Reload = Callable[[str | None], Awaitable[dict[str, Any]]]  # the file the calle
 # middleware then refuses a header block over MAX_HEADER_BYTES in total (431).
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 64
+MAX_RECENT_TAGS = 500  # sparklines asked for in one call (the rows a page shows)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -59,6 +62,9 @@ class DeviceHealthView(Protocol):
 class TagsView(Protocol):
     @property
     def latest(self) -> Mapping[tuple[str, str], Reading]: ...
+    @property
+    def recent(self) -> Mapping[tuple[str, str], Iterable[tuple[datetime, float]]]:
+        """Each tag's recent numeric values (a bounded ring), oldest first."""
 
 
 class BufferView(Protocol):
@@ -68,6 +74,14 @@ class BufferView(Protocol):
     def depth(self, sink: str) -> int: ...
     def oldest_unsent_age(self, sink: str) -> float: ...
     def dropped(self, sink: str) -> int: ...
+
+
+class KpiView(Protocol):
+    """The edge KPIs as the status page reads them (gateway.kpi.stage.KpiStage is one)."""
+
+    def current(self, device: str) -> dict[str, Any] | None: ...
+    def history(self, device: str) -> list[dict[str, Any]]: ...
+    def recent(self, device: str) -> list[dict[str, Any]]: ...
 
 
 class StateView(Protocol):
@@ -86,6 +100,9 @@ class StateView(Protocol):
     def buffer(self) -> BufferView | None: ...
     @property
     def read_seconds(self) -> Histogram: ...
+    @property
+    def kpi(self) -> KpiView | None:
+        """The edge KPIs, when a device has an `oee:` block."""
 
 
 class HttpListenError(GatewayError):
@@ -106,6 +123,8 @@ class StatusServer:
         self._registry = new_registry()
         self._registry.register(state.read_seconds)
         self._page = files("gateway").joinpath("status_page.html").read_bytes()
+        self._enum_cache: tuple[GatewayConfig, dict[tuple[str, str], Mapping[int, str]]] | None \
+            = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -137,6 +156,7 @@ class StatusServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_get("/api/status", self._status)
+        app.router.add_get("/api/recent", self._recent)
         app.router.add_post("/api/reload", self._reload_handler)
         app.router.add_get("/", self._page_handler)
         app.router.add_get("/index.html", self._page_handler)
@@ -173,6 +193,12 @@ class StatusServer:
     async def _status(self, _: web.Request) -> web.Response:
         return _json(200, self.status())
 
+    async def _recent(self, request: web.Request) -> web.Response:
+        devices, tags = request.query.getall("device", []), request.query.getall("tag", [])
+        if len(devices) != len(tags) or len(devices) > MAX_RECENT_TAGS:
+            return _text(400, f"give up to {MAX_RECENT_TAGS} pairs of device= and tag=")
+        return _json(200, self.recent(list(zip(devices, tags, strict=True))))
+
     async def _page_handler(self, _: web.Request) -> web.Response:
         return web.Response(body=self._page, content_type="text/html", charset="utf-8")
 
@@ -201,10 +227,35 @@ class StatusServer:
         return {"healthy": not problems, "problems": problems}
 
     def tags(self) -> list[dict[str, Any]]:
+        """Every tag's latest reading; `text` is the enumeration text of its value, if any."""
+        enums = self._enums()
         return [{"device": r.device, "tag": r.tag, "value": r.value, "quality": r.quality.value,
                  "unit": r.unit, "ts": iso_z(r.source_ts),
-                 "error": r.error}
-                for _, r in sorted(self.state.tags.latest.items())]
+                 "error": r.error, "text": _enum_text(enums.get(key), r.value)}
+                for key, r in sorted(self.state.tags.latest.items())]
+
+    def _enums(self) -> Mapping[tuple[str, str], Mapping[int, str]]:
+        """(device, tag) -> value texts of the enumeration tags, derived once per config."""
+        config = self.state.config
+        cache = self._enum_cache
+        if cache is None or cache[0] is not config:
+            enums: dict[tuple[str, str], Mapping[int, str]] = {
+                (d.name, t.name): t.enum for d in config.devices
+                for t in d.declared_tags() if t.enum}
+            cache = self._enum_cache = (config, enums)
+        return cache[1]
+
+    def recent(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The recent values of the given tags (the sparklines of the rows a page shows):
+        per tag `t` (seconds since the epoch) and `v` lists, oldest first."""
+        recent = []
+        for device, tag in keys:
+            points = [(ts.timestamp(), value) for ts, value in
+                      self.state.tags.recent.get((device, tag), ())
+                      if math.isfinite(value)]
+            recent.append({"device": device, "tag": tag, "t": [round(p[0], 3) for p in points],
+                           "v": [float(p[1]) for p in points]})
+        return recent
 
     def status(self) -> dict[str, Any]:
         state = self.state
@@ -223,15 +274,26 @@ class StatusServer:
         """Each device's health; `last_ok_age_s` is the seconds since its last good read (None:
         never answered since the start)."""
         configs = {d.name: d for d in self.state.config.devices}
+        kpi = getattr(self.state, "kpi", None)
         devices = []
         for name, health in self.state.health.items():
             config = configs.get(name)
-            devices.append({
+            device = {
                 "name": name, "healthy": health.healthy(now), "error": health.error,
                 "last_ok_age_s": None if health.last_ok is None else round(now - health.last_ok, 3),
                 "driver": config.driver if config else None,
-                "poll_interval_s": config.poll_interval if config else None})
+                "poll_interval_s": config.poll_interval if config else None}
+            if kpi is not None and config is not None and config.oee is not None:
+                device["kpi"] = {"current": kpi.current(name), "trend": kpi.history(name),
+                                 "shifts": kpi.recent(name)}
+            devices.append(device)
         return devices
+
+
+def _enum_text(enum: Mapping[int, str] | None, value: Any) -> str | None:
+    if enum is None or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return enum.get(value)
 
 
 def _facts(request: web.Request) -> RequestFacts:

@@ -4,8 +4,10 @@ none of them imports the runtime."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from prometheus_client import Histogram
 
@@ -29,19 +31,49 @@ class DeviceHealth:
                 and now - self.last_ok <= missed_cycles * self.interval + 1.0)
 
 
+RECENT_POINTS = 60
+"""Recent values kept per tag for the status page's sparklines (a bounded ring in memory)."""
+
+Point = tuple[datetime, float]
+
+
 @dataclass
 class TagState:
-    """The latest reading of every tag, for the live view and the status API."""
+    """The latest reading of every tag, for the live view and the status API, and the last
+    `RECENT_POINTS` numeric values of each (bools as 0/1) for the status page's sparklines.
+
+    `update` runs for every reading that passes the deadband, so it stays tiny: one dict store,
+    and for a number one tuple appended to a bounded deque (the timestamp is converted only
+    when a page asks)."""
 
     latest: dict[tuple[str, str], Reading] = field(default_factory=dict)
+    recent: dict[tuple[str, str], deque[Point]] = field(default_factory=dict)
 
     def update(self, readings: Sequence[Reading]) -> None:
+        latest, recent, numbers = self.latest, self.recent, _NUMBERS
         for reading in readings:
-            self.latest[(reading.device, reading.tag)] = reading
+            key = (reading.device, reading.tag)
+            latest[key] = reading
+            value = reading.value
+            if type(value) in numbers:
+                try:
+                    recent[key].append((reading.source_ts, value))  # type: ignore[arg-type]
+                except KeyError:
+                    recent[key] = deque([(reading.source_ts, value)],  # type: ignore[list-item]
+                                        maxlen=RECENT_POINTS)
+
+    def history(self, device: str, tag: str) -> list[Point]:
+        """The tag's recent numeric values, oldest first ([] for a tag that has none)."""
+        return list(self.recent.get((device, tag), ()))
 
     def forget(self, device: str) -> None:
         for key in [key for key in self.latest if key[0] == device]:
             del self.latest[key]
+        for key in [key for key in self.recent if key[0] == device]:
+            del self.recent[key]
+
+
+_NUMBERS = frozenset({int, float, bool})
 
 
 def _read_seconds() -> Histogram:

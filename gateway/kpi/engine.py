@@ -274,6 +274,10 @@ class KpiEngine:
         self._advance(machine, now)
         return self._current(machine)
 
+    def current_figures(self, device: str) -> ShiftFigures | None:
+        """The current shift's figures as of the device's last update (read-only)."""
+        return self._current(self._machines[device])
+
     def recent_shifts(self, device: str) -> list[ShiftFigures]:
         """The final figures of the last ended shifts of a device, newest first (since start)."""
         return list(reversed(self._machines[device].recent))

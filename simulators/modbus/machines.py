@@ -13,7 +13,11 @@ from typing import Any
 
 import yaml
 
+from simulators.modbus.schedule import FAULT, STOPPED, Schedule, seeded_schedule
+
 Values = dict[str, Any]
+PRESS_CYCLE_TIME = 2.2  # s per stroke: the press config's ideal 2 s gives a performance of 0.91
+PACKER_CYCLE_TIME = 1.1  # s per pack, against an ideal of 1 s
 
 
 def register_map() -> list[dict[str, Any]]:
@@ -27,26 +31,26 @@ def _noise(seed: int, name: str, tick: int) -> random.Random:
     return random.Random(f"{seed}:{name}:{tick}")
 
 
-def stamping_press(t: float, tick: int, seed: int, name: str) -> Values:
+def stamping_press(t: float, tick: int, seed: int, name: str,
+                   schedule: Schedule | None = None) -> Values:
     rng = _noise(seed, name, tick)
-    period, pause = 120.0, 10.0
-    running = (t % period) < period - pause
-    strokes_per_minute = 30
-    completed = int(t // period) * (period - pause) + min(t % period, period - pause)
-    cycles = int(completed * strokes_per_minute / 60)
-    door_open = not running and (t % period) > period - pause / 2
-    status = (1 if running else 0) | (8 if door_open else 0)
+    moment = (schedule or seeded_schedule(seed, name, PRESS_CYCLE_TIME)).at(t)
+    running, fault = moment.running, moment.state == FAULT
+    door_open = moment.state == STOPPED and moment.reason == 2  # opened for a changeover
+    status = (1 if running else 0) | (2 if fault else 0) | (8 if door_open else 0)
     return {
-        "status_word": status, "running": running, "fault": False, "door_open": door_open,
-        "cycle_counter": cycles, "reject_counter": cycles // 97,
+        "status_word": status, "running": running, "fault": fault, "door_open": door_open,
+        "stop_reason": moment.reason,
+        "cycle_counter": moment.parts % 2**32, "reject_counter": moment.rejects % 2**16,
         "oil_temperature": round(42.0 + 6.0 * math.sin(t / 300.0) + rng.uniform(-0.2, 0.2), 2),
         "hydraulic_pressure": round((180.0 if running else 20.0) + rng.uniform(-1.5, 1.5), 2),
         "motor_current": round((12.5 if running else 0.8) + rng.uniform(-0.3, 0.3), 2),
-        "strokes_per_minute": strokes_per_minute if running else 0,
+        "strokes_per_minute": round(60 / PRESS_CYCLE_TIME) if running else 0,
     }
 
 
-def injection_moulding(t: float, tick: int, seed: int, name: str) -> Values:
+def injection_moulding(t: float, tick: int, seed: int, name: str,
+                       schedule: Schedule | None = None) -> Values:
     rng = _noise(seed, name, tick)
     cycle_time = 24.5
     shots = int(t // cycle_time)
@@ -66,22 +70,26 @@ def injection_moulding(t: float, tick: int, seed: int, name: str) -> Values:
     }
 
 
-def packaging_line(t: float, tick: int, seed: int, name: str) -> Values:
+def packaging_line(t: float, tick: int, seed: int, name: str,
+                   schedule: Schedule | None = None) -> Values:
     rng = _noise(seed, name, tick)
-    speed = round(60.0 + 2.0 * math.sin(t / 60.0), 3)
-    packs = int(t * 1.0)
+    moment = (schedule or seeded_schedule(seed, name, PACKER_CYCLE_TIME)).at(t)
+    speed = round(60.0 / PACKER_CYCLE_TIME + 2.0 * math.sin(t / 60.0), 3) if moment.running \
+        else 0.0
     return {
-        "good_count": packs - packs // 50, "reject_count": packs // 50,
+        "good_count": moment.parts - moment.rejects, "reject_count": moment.rejects,
+        "pack_counter": moment.parts, "stop_reason": moment.reason,
         "speed": speed,
         "energy_meter": round(15234.75 + t * 0.0042, 6),
         "operating_seconds": 86_400 * 400 + int(t),
         "film_tension": round(12.5 + rng.uniform(-0.05, 0.05), 4),
-        "motor_on": True, "conveyor_running": (int(t) // 30) % 10 != 9,
-        "jam_sensor": (int(t) // 30) % 10 == 9, "guard_closed": True,
+        "motor_on": moment.state != FAULT, "conveyor_running": moment.running,
+        "jam_sensor": moment.state == FAULT and moment.reason == 11, "guard_closed": True,
     }
 
 
-MODELS: dict[str, Callable[[float, int, int, str], Values]] = {
+Model = Callable[..., Values]  # (t, tick, seed, name, schedule=None) -> values
+MODELS: dict[str, Model] = {
     "stamping_press": stamping_press,
     "injection_moulding": injection_moulding,
     "packaging_line": packaging_line,
@@ -99,9 +107,11 @@ class Machine:
     area: str = ""
     line: str = ""
     values: Values = field(default_factory=dict)
+    schedule: Schedule | None = None
+    """Replaces the seeded schedule of a press or packer (a test scripting its OEE)."""
 
     def update(self, t: float, tick: int, seed: int) -> Values:
-        self.values = MODELS[self.kind](t, tick, seed, self.name)
+        self.values = MODELS[self.kind](t, tick, seed, self.name, schedule=self.schedule)
         return self.values
 
 

@@ -21,6 +21,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from simulators.modbus.encoding import to_registers
 from simulators.modbus.machines import Machine, load_machines
+from simulators.modbus.schedule import Schedule
 from simulators.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,7 @@ class ModbusSimulator:
         self._faults: dict[int | None, Fault] = {}
         self._frozen = False
         self._ticks = 0
+        self._set_time: float | None = None  # a simulated time set by a test (frozen)
         self._server: _TcpServer | _SerialServer | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._answers: set[asyncio.Task[None]] = set()
@@ -295,14 +297,32 @@ class ModbusSimulator:
                 self._update()
 
     def _update(self) -> None:
-        t = self._ticks * self.tick  # simulated time: deterministic, not wall-clock
+        t = self.time
         for unit in self.units.values():
             unit.store(unit.machine.update(t, self._ticks, self.seed))
 
     # -- for tests ---------------------------------------------------------------------------
 
+    @property
+    def time(self) -> float:
+        """The simulated time in seconds: deterministic, not wall-clock (ticks x tick)."""
+        return self._ticks * self.tick if self._set_time is None else self._set_time
+
     def freeze(self, frozen: bool = True) -> None:
+        if not frozen and self._set_time is not None:  # tick on from the time set
+            self._ticks, self._set_time = round(self._set_time / self.tick), None
         self._frozen = frozen
+
+    def set_time(self, t: float) -> None:
+        """Freeze the models at simulated time `t` (seconds) and serve their values at it: a test
+        drives the clock, e.g. along the wall clock to script a machine's shift."""
+        self._frozen, self._set_time = True, t
+        self._update()
+
+    def set_schedule(self, unit_id: int, schedule: Schedule | None) -> None:
+        """Give a press or packer a scripted schedule (None: back to its seeded one)."""
+        self.units[unit_id].machine.schedule = schedule
+        self._update()
 
     def value_of(self, unit_id: int, tag: str) -> Any:
         """The engineering value the model holds now (what the gateway should publish)."""

@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulators.modbus.encoding import FORMATS, to_registers
-from simulators.modbus.machines import MODELS, load_machines, register_map
+from simulators.modbus.machines import (
+    MODELS,
+    PACKER_CYCLE_TIME,
+    PRESS_CYCLE_TIME,
+    load_machines,
+    register_map,
+)
+from simulators.modbus.schedule import REASONS, seeded_schedule
 from simulators.modbus.server import TABLE_SIZE, _Unit
 
 pytestmark = pytest.mark.unit
@@ -89,25 +96,43 @@ def test_every_modelled_value_fits_its_registers(t: float) -> None:
 def test_counters_never_go_backwards(t: float, dt: float) -> None:
     counters = {"stamping_press": ("cycle_counter", "reject_counter"),
                 "injection_moulding": ("shot_counter", "energy_total"),
-                "packaging_line": ("good_count", "reject_count", "operating_seconds")}
+                "packaging_line": ("good_count", "reject_count", "pack_counter",
+                                   "operating_seconds")}
     for kind, names in counters.items():
         before, after = MODELS[kind](t, 0, 1, "m"), MODELS[kind](t + dt, 0, 1, "m")
         for name in names:
             assert after[name] >= before[name], (kind, name)
 
 
-def test_packaging_line_packs_exactly_one_per_second() -> None:
+def test_packaging_line_packs_one_per_cycle_of_its_running_time() -> None:
     packer = MODELS["packaging_line"]
+    schedule = seeded_schedule(0, "p", PACKER_CYCLE_TIME)
     for seconds in (0, 1, 49, 50, 3600):
         values = packer(float(seconds), seconds * 10, 0, "p")
-        assert values["good_count"] + values["reject_count"] == seconds
+        made = int(schedule.at(seconds).run_seconds / PACKER_CYCLE_TIME + 1e-9)
+        assert values["good_count"] + values["reject_count"] == values["pack_counter"]
+        # Each run segment counts only its whole cycles: at most one part per segment less.
+        assert made - len(schedule.segments) <= values["pack_counter"] <= made
 
 
 def test_press_strokes_only_while_running() -> None:
     press = MODELS["stamping_press"]
-    paused = [press(t, 0, 0, "p") for t in (111.0, 115.0, 119.9)]
-    assert {v["cycle_counter"] for v in paused} == {55}
+    schedule = seeded_schedule(0, "p", PRESS_CYCLE_TIME)
+    start = sum(s.seconds for s in schedule.segments[:1])  # the first stop begins here
+    stop = schedule.segments[1]
+    paused = [press(start + f * stop.seconds, 0, 0, "p") for f in (0.01, 0.5, 0.99)]
+    assert len({v["cycle_counter"] for v in paused}) == 1
     assert all(not v["running"] and v["strokes_per_minute"] == 0 for v in paused)
+    assert {v["stop_reason"] for v in paused} == {stop.reason} and stop.reason != 0
+    running = press(start / 2, 0, 0, "p")
+    assert running["running"] and running["stop_reason"] == 0
+
+
+def test_stop_reason_enum_of_the_register_map_names_every_reason_code() -> None:
+    for machine in register_map():
+        for tag in machine["tags"]:
+            if tag["name"] == "stop_reason":
+                assert tag["enum"] == REASONS, machine["name"]
 
 
 def test_strings_take_two_characters_per_register_padded_with_nul() -> None:

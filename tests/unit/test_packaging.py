@@ -48,3 +48,22 @@ def test_grafana_dashboard_queries_the_documented_layout() -> None:
                            .read_text())
     queries = " ".join(t["query"] for p in dashboard["panels"] for t in p["targets"])
     assert "r._measurement" in queries and "r.site" in queries and "r.area" in queries
+
+
+def test_grafana_oee_panels_read_the_kpi_fields_of_the_contract() -> None:
+    """Every `oee...` name in a query is a field the gateway writes (gateway.kpi.KPI_TAGS), and
+    the OEE panels show the ratios, the counts and the shift."""
+    import json
+
+    from gateway.kpi import KPI_TAGS
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "shopfloor.json")
+                           .read_text())
+    oee_panels = [p for p in dashboard["panels"] if "OEE" in p["title"]]
+    assert len(oee_panels) >= 3, "OEE now, through the shift, per shift"
+    queries = " ".join(t["query"] for p in oee_panels for t in p["targets"])
+    named = set(re.findall(r'"(oee\w*)"', queries)) | set(re.findall(r"\br\.(oee\w*)", queries))
+    assert named <= set(KPI_TAGS), named - set(KPI_TAGS)
+    assert {"oee", "oee_availability", "oee_performance", "oee_quality", "oee_shift",
+            "oee_total_count", "oee_reject_count"} <= named
+    assert all("r._measurement" in t["query"] for p in oee_panels for t in p["targets"])

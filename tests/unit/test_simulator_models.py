@@ -40,9 +40,11 @@ def test_same_seed_same_values_other_seed_other_noise(kind: str) -> None:
 
 
 def test_press_cycle_counter_rises_at_its_stroke_rate() -> None:
+    """One stroke per 2.2 s while running: the first run segment lasts at least 15 s."""
     press = MODELS["stamping_press"]
-    assert press(60.0, 600, 0, "p")["cycle_counter"] == 30
-    assert press(100.0, 1000, 0, "p")["cycle_counter"] == 50
+    assert press(11.0, 110, 0, "p")["cycle_counter"] == 5
+    assert press(15.0, 150, 0, "p")["cycle_counter"] == 6
+    assert press(15.0, 150, 0, "p")["strokes_per_minute"] == 27
 
 
 @pytest.mark.parametrize(("byte_order", "word_order", "registers"), [

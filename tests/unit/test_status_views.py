@@ -1,0 +1,122 @@
+"""What the status page reads: the bounded ring of recent values per tag, the KPI stage's
+current figures, shift trend and last shifts as plain dicts, enum texts and sparkline points
+from the status server (over its methods; the browser test covers the page itself)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.http_server import StatusServer
+from gateway.kpi.config import KpiSettings, OeeConfig
+from gateway.kpi.engine import KpiEngine, MachineKpi
+from gateway.kpi.stage import TREND_POINTS, KpiStage
+from gateway.models import good_reading
+from gateway.state import RECENT_POINTS, GatewayState, TagState
+
+pytestmark = pytest.mark.unit
+START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+SHIFTS = [{"name": "early", "start": "06:00", "end": "14:00"},
+          {"name": "late", "start": "14:00", "end": "22:00"}]
+
+
+def test_ring_keeps_the_last_numeric_values_of_each_tag_only() -> None:
+    tags = TagState()
+    for second in range(RECENT_POINTS + 15):
+        ts = START + timedelta(seconds=second)
+        tags.update([good_reading("d", "n", second * 1.5, ts), good_reading("d", "b", True, ts),
+                     good_reading("d", "s", "text", ts)])
+    points = tags.history("d", "n")
+    assert len(points) == RECENT_POINTS
+    assert points[0] == (START + timedelta(seconds=15), 22.5) and points[-1][1] == 111.0
+    assert len(tags.history("d", "b")) == RECENT_POINTS
+    assert tags.history("d", "s") == [] and tags.latest[("d", "s")].value == "text"
+    tags.forget("d")
+    assert tags.history("d", "n") == [] and not tags.latest
+
+
+def stage(tmp_path: Path) -> KpiStage:
+    kpi = KpiSettings(shifts=SHIFTS, kpi_interval="10s")
+    stage = KpiStage(kpi, [], tmp_path / "kpi.db")
+    oee = OeeConfig(running={"tag": "running"}, total_count="parts", reject_count="rejects",
+                    ideal_cycle_time="1s")
+    stage.engine = KpiEngine(kpi, [MachineKpi("press", oee, {"parts": "uint16",
+                                                             "rejects": "uint16"})])
+    return stage
+
+
+def feed(stage: KpiStage, ts: datetime, running: bool, parts: int) -> None:
+    stage.engine.observe([good_reading("press", "running", running, ts),
+                          good_reading("press", "parts", parts, ts),
+                          good_reading("press", "rejects", parts // 10, ts)], ts)
+
+
+def test_stage_gives_current_figures_the_shift_trend_and_the_last_shifts(
+        tmp_path: Path) -> None:
+    views = stage(tmp_path)
+    assert views.current("press") is None and views.history("press") == []
+    begin = START.replace(hour=13, minute=58)
+    for second in range(0, 240, 10):  # across the 14:00 change, running 6 of every 10 s
+        ts = begin + timedelta(seconds=second)
+        feed(views, ts, True, second // 2)
+        feed(views, ts + timedelta(seconds=6), False, second // 2 + 3)
+        views.tick(ts + timedelta(seconds=9))
+    current = views.current("press")
+    assert current is not None and current["shift"] == "2026-03-02 late"
+    assert current["availability"] == pytest.approx(0.6, abs=0.01)
+    trend = views.history("press")
+    assert len(trend) == 12, "the trend restarts with the new shift"
+    assert set(trend[0]) == {"ts", "oee", "availability", "performance", "quality"}
+    [early] = views.recent("press")
+    assert early["shift"] == "2026-03-02 early" and early["total"] == 58  # 0 -> 58
+    assert early["availability"] == pytest.approx(0.6, abs=0.01)
+    json.dumps([current, trend, early])  # plain data for /api/status
+    views.store.close()
+
+
+def test_trend_stays_bounded_and_still_spans_the_shift(tmp_path: Path) -> None:
+    views = stage(tmp_path)
+    begin = START + timedelta(hours=1)
+    for n in range(TREND_POINTS + 100):
+        ts = begin + timedelta(seconds=10 * n)
+        feed(views, ts, True, n)
+        views.tick(ts)
+    trend = views.history("press")
+    assert len(trend) <= TREND_POINTS
+    assert trend[0]["ts"].startswith("2026-03-02T07:00:00")
+    views.store.close()
+
+
+CONFIG = """
+gateway: {id: views, http: {enabled: false}, buffer: {path: %s}}
+sinks: {mqtt: {url: "mqtt://127.0.0.1:1"}}
+devices:
+  - name: moulding
+    driver: modbus
+    connection: {host: 127.0.0.1, port: 5020}
+    tags:
+      - {name: state, table: input, address: 0, type: uint16, enum: {2: injecting, 3: holding}}
+      - {name: temperature, table: holding, address: 1, type: int16}
+"""
+
+
+def test_tags_carry_the_enum_text_and_recent_gives_sparkline_points(tmp_path: Path) -> None:
+    state = GatewayState(parse_config(CONFIG % (tmp_path / "b.db"), env={}), [])
+    server = StatusServer(state, "127.0.0.1:0")
+    for second in range(3):
+        ts = START + timedelta(seconds=second)
+        state.tags.update([good_reading("moulding", "state", 2 + second % 2, ts),
+                           good_reading("moulding", "temperature", 20 + second, ts),
+                           good_reading("moulding", "odd", float("nan"), ts)])
+    rows = {r["tag"]: r for r in server.tags()}
+    assert rows["state"]["text"] == "injecting" and rows["state"]["value"] == 2
+    assert rows["temperature"]["text"] is None
+    temperature, odd, missing = server.recent([("moulding", "temperature"), ("moulding", "odd"),
+                                               ("moulding", "none")])
+    assert temperature["v"] == [20.0, 21.0, 22.0]
+    assert temperature["t"][1] - temperature["t"][0] == pytest.approx(1.0)
+    assert odd["v"] == [] and missing["v"] == [], "no NaN in JSON, no error for an unknown tag"
