@@ -1,4 +1,4 @@
-"""Command line: `gateway run|check|discover|schema|demo` (also `python -m gateway`)."""
+"""Command line: `gateway run|check|discover|schema|demo|simulate|drill` (also `python -m gateway`)."""
 
 from __future__ import annotations
 
@@ -92,7 +92,21 @@ def _parser() -> argparse.ArgumentParser:
                       help="API of that InfluxDB (env GATEWAY_DEMO_INFLUX_API, default v2)")
     demo.add_argument("--no-live", action="store_true", help="no live table, only logs")
     demo.set_defaults(command=_demo)
+    _add_twin_commands(commands)
     return parser
+
+
+def _add_twin_commands(commands: Any) -> None:
+    from simulators.twin.cli import add_simulate_arguments
+    from simulators.twin.drill_cli import add_drill_arguments, run_drill
+    from simulators.twin.cli import run_simulate
+
+    simulate = commands.add_parser("simulate", help="serve simulated twins of a config's devices")
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(command=run_simulate)
+    drill = commands.add_parser("drill", help="run the gateway against twins and inject faults")
+    add_drill_arguments(drill)
+    drill.set_defaults(command=run_drill)
 
 
 def _add_discover_arguments(parser: argparse.ArgumentParser) -> None:
