@@ -13,6 +13,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from amqtt.plugins.base import BasePlugin
@@ -30,11 +31,12 @@ _FIELD = re.compile(rf"[ ,]{SEQUENCE_FIELD}=(-?\d+)i?(?=[ ,]|$)")
 class CountingPlugin(BasePlugin[Any]):
     """amqtt calls this for every PUBLISH the broker receives (after its PUBACK is due)."""
 
+    @dataclass
+    class Config:
+        port: int = 0
+
     async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
-        listener = _LISTENERS.get(int(self.context.config.get("port", 0))
-                                  if isinstance(self.context.config, dict) else 0)
-        if listener is None and len(_LISTENERS) == 1:
-            listener = next(iter(_LISTENERS.values()))
+        listener = _LISTENERS.get(int(getattr(self.config, "port", 0)))
         if listener is not None and message is not None:
             listener(client_id, message.topic, bytes(message.data or b""))
 
