@@ -78,6 +78,17 @@ def with_sequences(raw: dict[str, Any], config: GatewayConfig) -> dict[str, Any]
     return data
 
 
+def stand_in_kind(sink_type: str, url: str) -> str:
+    """mqtt for any sink that publishes plain readings to an mqtt(s):// broker (a plugin
+    subclassing the MQTT sink too; not Sparkplug, whose payloads are protobuf), influxdb for
+    InfluxDB sinks, else the type itself (no stand-in)."""
+    if sink_type == "sparkplug":
+        return sink_type
+    if sink_type == "mqtt" or str(url).startswith(("mqtt://", "mqtts://")):
+        return "mqtt"
+    return sink_type
+
+
 class Drill:
     """One drill run; `await Drill(...).run()` returns the report."""
 
@@ -119,7 +130,7 @@ class Drill:
     @property
     def recover_timeout(self) -> float:
         backoff = max((d.reconnect_max_backoff for d in self.config.devices), default=30.0)
-        return max(40.0, 2 * backoff + 10)
+        return max(20.0, 2 * backoff + 10)
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -169,7 +180,9 @@ class Drill:
         self.say(f"drill [{total}/{total}] draining")
         end = time.time()
         self.phases[-1].end = end
-        await self._wait(lambda: self._backlog_done(end, []), 60, "the last readings")
+        since = self.phases[-1].start
+        if not await self._wait(lambda: self._backlog_done(since, end, []), 60, "", fail=False):
+            self.phases[-1].note = "some readings never arrived before the drill's end"
 
     async def _fault(self, name: str, inject: Callable[[Phase], Awaitable[None]],
                      affected: list[str], hold: float) -> None:
@@ -181,7 +194,7 @@ class Drill:
         self.phases.append(phase)
         phase.cleared = await self._inject(phase, inject, hold)
         recovered = await self._wait(
-            lambda: self._backlog_done(phase.cleared, phase.blind)
+            lambda: self._backlog_done(phase.start, phase.cleared, phase.blind)
             and self._fresh_everywhere(phase.cleared, affected), self.recover_timeout, "",
             fail=False)
         if not recovered:
@@ -263,7 +276,7 @@ class Drill:
     async def _start_sinks(self) -> None:
         sinks: dict[str, Any] = {}
         for name, sink in self.config.sinks.items():
-            kind = getattr(sink, "type", name)
+            kind = stand_in_kind(getattr(sink, "type", None) or name, getattr(sink, "url", ""))
             if kind in ("mqtt", "influxdb"):
                 sinks[name] = kind
                 self.received[name] = {}
@@ -395,14 +408,16 @@ class Drill:
                     return False
         return True
 
-    def _backlog_done(self, before: float, blind: list[str]) -> bool:
+    def _backlog_done(self, since: float, before: float, blind: list[str]) -> bool:
+        """Every sink has every reading served from `since` until `before` (a reading lost
+        earlier is never waited for again)."""
         served = self.served()
         for by_device in self.received.values():
             for device, rows in served.items():
                 if device in blind:
                     continue
                 got = {n for n, _ in by_device.get(device, [])}
-                if any(n not in got for n, t in rows if t < before):
+                if any(n not in got for n, t in rows if since <= t < before):
                     return False
         return True
 
