@@ -1,4 +1,5 @@
-"""Command line: `gateway run|check|discover|schema|demo|simulate|drill` (also `python -m gateway`)."""
+"""Command line: `gateway run|check|discover|schema|demo|simulate|drill` (also
+`python -m gateway`)."""
 
 from __future__ import annotations
 
@@ -97,9 +98,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_twin_commands(commands: Any) -> None:
-    from simulators.twin.cli import add_simulate_arguments
+    from simulators.twin.cli import add_simulate_arguments, run_simulate
     from simulators.twin.drill_cli import add_drill_arguments, run_drill
-    from simulators.twin.cli import run_simulate
 
     simulate = commands.add_parser("simulate", help="serve simulated twins of a config's devices")
     add_simulate_arguments(simulate)

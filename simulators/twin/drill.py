@@ -89,6 +89,14 @@ def stand_in_kind(sink_type: str, url: str) -> str:
     return sink_type
 
 
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its filesystem is full."""
+    with open(path, "wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+
+
 class Drill:
     """One drill run; `await Drill(...).run()` returns the report."""
 
@@ -263,11 +271,7 @@ class Drill:
                           "mounted when the drill runs as root")
             return
         filler = self.tmpfs / "filler"
-        with open(filler, "wb") as out:
-            with contextlib.suppress(OSError):
-                while True:
-                    out.write(b"\0" * 65536)
-                    out.flush()
+        await asyncio.to_thread(fill, filler)
         await asyncio.sleep(self._hold)
         filler.unlink()
 

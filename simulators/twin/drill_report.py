@@ -67,7 +67,7 @@ def _counted(phase: Phase, served: Served, arrivals: dict[str, dict[str, dict[in
     for device, rows in served.items():
         numbers = {n: t for n, t in rows if phase.start <= t < phase.end}
         if device in phase.blind:
-            seen_after = [t for a in arrivals.values() for n, t in a.get(device, {}).items()
+            seen_after = [numbers[n] for a in arrivals.values() for n in a.get(device, {})
                           if n in numbers and numbers[n] >= phase.cleared]
             blind_until = min(seen_after, default=phase.end)
             before = len(numbers)

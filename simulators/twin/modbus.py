@@ -160,6 +160,10 @@ class ModbusTwin(ModbusSimulator):
         self.units = self.twins  # type: ignore[assignment]  # duck-typed like _Unit
         self._started = time.monotonic()
 
+    async def __aenter__(self) -> ModbusTwin:
+        await self.start()
+        return self
+
     async def start(self) -> None:
         await super().start()
         assert self._server is not None

@@ -55,7 +55,7 @@ def _find_sequence(data: Any) -> int | None:
     if isinstance(data, dict):
         if SEQUENCE_FIELD in data:
             inner = data[SEQUENCE_FIELD]
-            return _find_sequence(inner) if isinstance(inner, dict) else _as_int(inner)
+            return _as_int(inner.get("value") if isinstance(inner, dict) else inner)
         for value in data.values():
             found = _find_sequence(value) if isinstance(value, dict | list) else None
             if found is not None:
@@ -196,7 +196,7 @@ async def _headers(reader: asyncio.StreamReader) -> dict[str, str]:
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int((await reader.readline()).strip() or b"0", 16)
             if size == 0:

@@ -38,6 +38,7 @@ class Motion:
     length: int = 1  # characters, for strings
     text: str = ""
     phase: float = 0.0
+    limited: bool = False  # min/max given
 
 
 def phase_of(name: str) -> float:
@@ -73,7 +74,8 @@ def motion_for(name: str, data_type: str, *, low: float | None = None,
     if lo > hi:
         lo, hi = hi, lo
     chars = 2 * (length or 1) if data_type == "string" else (length or 1)
-    return Motion(behaviour, data_type, lo, hi, chars, _text(name, chars), phase_of(name))
+    return Motion(behaviour, data_type, lo, hi, chars, _text(name, chars), phase_of(name),
+                  low is not None or high is not None)
 
 
 def _default_range(data_type: str, scale: float, offset: float) -> tuple[float, float]:
@@ -116,7 +118,7 @@ def value_at(motion: Motion, t: float) -> Any:
 def _counter(motion: Motion, t: float) -> int:
     """Counts up about once a second from a start inside the range, and wraps at its top."""
     lo, hi = math.ceil(max(motion.low, 0)), math.floor(motion.high)
-    if motion.low == 0.0 and motion.high == 100.0 or hi <= lo:  # no limits given: count freely
+    if not motion.limited or hi <= lo:  # no limits given: count freely
         lo, hi = 0, INT_RANGES[motion.data_type][1]
     start = lo + int(motion.phase * 1000) % max(1, min(hi - lo, 1000))
     return lo + (start - lo + int(t)) % (hi - lo + 1)

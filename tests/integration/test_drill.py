@@ -39,7 +39,8 @@ def test_drill_catches_a_sink_that_acks_before_the_broker(tmp_path: Path) -> Non
         "[gateway.sinks]\nacks_early = tests.lossy_sink:AcksEarlyMqttSink\n")
     config = {
         "gateway": {"id": "lossy", "site": "plant"},
-        "devices": [{"name": "press", "driver": "modbus", "poll_interval": "50ms", "reconnect_max_backoff": "1s",
+        "devices": [{"name": "press", "driver": "modbus", "poll_interval": "50ms",
+                     "reconnect_max_backoff": "1s",
                      "connection": {"host": "192.0.2.1", "port": 502, "unit_id": 1},
                      "tags": [{"name": "temperature", "table": "holding", "address": 0,
                                "type": "float32"}]}],

@@ -135,5 +135,5 @@ async def test_twin_of_every_type_and_order(tmp_path: Path) -> None:
     values = {k[1]: v[0] for k, v in pairs.items()}
     assert values["recipe"] == "RECIPE"[:10] and values["recipe_swapped"] == "RECIPE"
     assert 100 <= values["setpoint"] <= 200 and -20 <= values["temperature"] <= 60
-    assert values["t_doublearray"] and len(values["t_doublearray"]) == 3 and values["t_string"] == "T-STRING"
+    assert len(values["t_doublearray"]) == 3 and values["t_string"] == "T-STRING"
     assert isinstance(values["t_boolean"], bool) and isinstance(values["t_uint64"], int)
