@@ -1,5 +1,5 @@
-"""Command line: `gateway demo|run|check|reload|status|discover|probe|schema` (also
-`python -m gateway`). `gateway COMMAND --help` tells more about each."""
+"""Command line: `gateway demo|run|check|reload|status|discover|probe|simulate|drill|schema`
+(also `python -m gateway`). `gateway COMMAND --help` tells more about each."""
 
 from __future__ import annotations
 
@@ -117,7 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=None,
                       help="live table: only this device's tags (key d cycles through them)")
     demo.set_defaults(command=_demo)
+    _add_twin_commands(commands)
     return parser
+
+
+def _add_twin_commands(commands: Any) -> None:
+    from simulators.twin.cli import add_simulate_arguments, run_simulate
+    from simulators.twin.drill_cli import add_drill_arguments, run_drill
+
+    simulate = commands.add_parser("simulate", help="serve simulated twins of a config's devices")
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(command=run_simulate)
+    drill = commands.add_parser("drill", help="run the gateway against twins and inject faults")
+    add_drill_arguments(drill)
+    drill.set_defaults(command=run_drill)
 
 
 def _add_discover_arguments(parser: argparse.ArgumentParser) -> None:
