@@ -238,9 +238,12 @@ async def test_full_buffer_drops_only_the_counted_oldest(
     # count covers every tag of those polls, so it is a multiple of the sequence gap.
     assert missing == list(range(missing[0], missing[-1] + 1))
     tags_per_poll = len(next(m for m in register_map() if m["name"] == "press-01")["tags"])
-    # Up to two partly dropped polls at the edges, and on a busy box a few polls that timed
-    # out: those publish every tag bad once, without a sequence number.
-    assert dropped >= len(missing) and dropped <= (len(missing) + 6) * tags_per_poll
+    # Up to two partly dropped polls at the edges, and the batch that failed with the broker:
+    # its messages may still sit in paho's queue and arrive after the reconnect although the
+    # buffer dropped (and counted) them meanwhile; so at most one batch (1000) more.
+    batch = 1000
+    assert dropped >= len(missing)
+    assert dropped <= (len(missing) + 2) * tags_per_poll + batch, (dropped, len(missing))
     assert max(values) >= down_to
 
 
