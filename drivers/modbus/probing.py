@@ -172,8 +172,12 @@ def rank_orders(samples: Sequence[Sequence[int]], data_type: DataType, *, scale:
     Among plausible orders: integers that move in the smallest steps (a counter steps by 1; in
     the wrong byte order by 256, the wrong word order by 65,536), then the smallest; floats
     with the fewest digits (a byte swap makes 3.002392 of a PLC's 3.003, a word swap 0.0473 of
-    47.25), then the nearest to 1 in decades (a wrong order of 21.5 reads -2.7e-12). Ties keep
-    big/big first."""
+    47.25) that move the least between reads, then the nearest to 1 in decades (a wrong order
+    of 21.5 reads -2.7e-12). Ties keep big/big first.
+
+    Why the movement counts: digits alone are a coin toss for a PLC's six-digit decimals
+    (1612.01 byte-swapped reads -804136.0, as short), but a wrong order moves a read's
+    changing low byte up a byte, so its reads spread some 256 times wider."""
     scores = [_score(samples, data_type, b, w, scale, offset, low, high) for b, w in ORDERS]
     return sorted(scores, key=lambda s: s.key)
 
@@ -236,7 +240,18 @@ def _likeness(numbers: list[float], data_type: str) -> tuple[tuple[float, ...],
         return (statistics.median(steps) if steps else 0.0,), (math.log10(middle + 1),)
     decades = abs(math.log10(middle)) if middle > 0 else 0.0
     digits = statistics.mean(_digits(n) for n in finite)
-    return (round(digits, 1),), (decades,)
+    return (round(digits + _MOVEMENT_WEIGHT * math.log10(_spread(finite)), 1),), (decades,)
+
+
+_MOVEMENT_WEIGHT = 0.5  # half a digit per tenfold spread: measured best on PLC decimals
+_SPREAD_FLOOR = 1e-7  # about float32's resolution: reads that do not move tie
+
+
+def _spread(numbers: list[float]) -> float:
+    """How far the reads spread, relative to their size (at least _SPREAD_FLOOR)."""
+    size = max(abs(n) for n in numbers)
+    spread = (max(numbers) - min(numbers)) / size if size else 0.0
+    return max(spread, _SPREAD_FLOOR)
 
 
 def _digits(number: float) -> int:
