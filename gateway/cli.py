@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="also write to this InfluxDB (env GATEWAY_DEMO_INFLUX_URL)")
     demo.add_argument("--influx-api", default=None, choices=["v1", "v2"],
                       help="API of that InfluxDB (env GATEWAY_DEMO_INFLUX_API, default v2)")
+    demo.add_argument("--sparkplug", action="store_true",
+                      help="also publish Sparkplug B (group demo, edge node demo-gw) to the "
+                      "embedded broker, for Ignition's MQTT Engine (docs/sparkplug.md)")
     demo.add_argument("--no-live", action="store_true", help="no live table, only logs")
     demo.add_argument("--device", default=None,
                       help="live table: only this device's tags (key d cycles through them)")

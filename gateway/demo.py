@@ -43,9 +43,10 @@ DEMO_OEE: dict[str, dict[str, Any]] = {
 
 def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: int,
                 influx_url: str | None = None, influx_api: str = "v2",
-                opcua_endpoint: str | None = None) -> dict[str, Any]:
+                opcua_endpoint: str | None = None, sparkplug: bool = False) -> dict[str, Any]:
     """The demo's gateway config: every simulated machine, every tag of its register map, and
-    the OPC UA CNC (cnc-01) with every variable of its address space."""
+    the OPC UA CNC (cnc-01) with every variable of its address space; `sparkplug` adds a
+    Sparkplug B edge node (group `demo`, node `demo-gw`) on the same broker."""
     from simulators.modbus import register_map
     from simulators.opcua.address_space import gateway_tags
 
@@ -71,6 +72,8 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
     if influx_url:
         sinks["influxdb"] = {"url": influx_url, "api": influx_api, "database": "telemetry",
                              "bucket": "telemetry", "org": "demo", "create_database": True}
+    if sparkplug:
+        sinks["sparkplug"] = {"type": "sparkplug", "url": mqtt_url, "group_id": DEMO_SITE}
     return {"gateway": {"id": "demo-gw", "site": DEMO_SITE,
                         "buffer": {"path": str(buffer_path)}, "shutdown_timeout": "3s",
                         "kpi_interval": DEMO_KPI_INTERVAL,
@@ -99,7 +102,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             http_port = _free_or_any(args.http_port)
             config = parse_config(yaml.safe_dump(demo_config(
                 simulator.port, broker.url, workdir / "buffer.db", http_port, influx_url,
-                influx_api, cnc.endpoint)), "<demo>", {})
+                influx_api, cnc.endpoint, args.sparkplug)), "<demo>", {})
             print(f"demo: Modbus simulator on 127.0.0.1:{simulator.port}, OPC UA CNC on "
                   f"{cnc.endpoint}, {len(config.devices)} machines; status page "
                   f"http://127.0.0.1:{http_port}/; sinks: {sink_names(config, broker.url)}; "

@@ -95,7 +95,10 @@ class _Session:
 class SparkplugHost:
     """Subscribes to one edge node's topics and checks the session rules as messages come."""
 
-    def __init__(self, host: str, port: int, group: str, edge_node: str) -> None:
+    def __init__(self, host: str, port: int, group: str, edge_node: str,
+                 persistent: bool = False) -> None:
+        """`persistent`: a session the broker keeps (clean_session off), so that messages
+        published while the host reconnects are queued for it."""
         self.group = group
         self.edge_node = edge_node
         self.received: list[Received] = []
@@ -105,7 +108,8 @@ class SparkplugHost:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"sparkplug-host-{uuid.uuid4().hex[:12]}")
+                                   client_id=f"sparkplug-host-{uuid.uuid4().hex[:12]}",
+                                   clean_session=not persistent)
         self._client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client.on_connect = lambda c, *_: c.subscribe(f"spBv1.0/{group}/#", 1)
         self._client.on_subscribe = lambda *_: self._subscribed.set()

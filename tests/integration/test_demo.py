@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from simulators.opcua.address_space import gateway_tags
 from tests.fixtures_influx import InfluxV1Server
 from tests.procs import free_port
+from tests.sparkplug_host import SparkplugHost
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +47,55 @@ def test_demo_also_writes_to_influxdb_when_asked(influxdb_v1: InfluxV1Server) ->
     run_demo("--influx-url", influxdb_v1.url, "--influx-api", "v1")
     rows = influxdb_v1.query('SELECT count("cycle_counter") FROM "press-01"')
     assert rows and rows[0]["count"] >= 3
+
+
+def test_demo_also_publishes_sparkplug_when_asked() -> None:
+    """A Sparkplug host on the demo's embedded broker sees the edge node's births and data."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "60", "--mqtt-port", str(port),
+         "--http-port", "0", "--no-live", "--sparkplug"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    host: SparkplugHost | None = None
+    try:
+        host = _host_when_up(port, proc)
+        _births_seen(host)
+        host.wait(lambda h: bool(h.data_points("press-01")), 30, "DDATA from the demo")
+        births = host.of_kind("DBIRTH", "press-01")
+        assert births and any(m.name == "poll_sequence" for m in births[0].payload.metrics)
+        # A host that subscribed after the births cannot check what came before them.
+        assert all("outside a session" in v for v in host.violations), host.violations
+    finally:
+        if host is not None:
+            host.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            output = proc.communicate(timeout=30)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0].decode(errors="replace")
+    assert "sparkplug (embedded broker at" in output, output[-2000:]
+
+
+def _births_seen(host: SparkplugHost) -> None:
+    """The NBIRTH, asking for a Rebirth (NCMD) every 2 s if the host came after it."""
+    deadline = time.monotonic() + 30
+    while not host.of_kind("NBIRTH"):
+        assert time.monotonic() < deadline, f"no NBIRTH from the demo: {host.kinds()[-10:]}"
+        with contextlib.suppress(AssertionError):
+            host.wait(lambda h: bool(h.of_kind("NBIRTH")), 2, "NBIRTH")
+            return
+        host.request_rebirth()
+
+
+def _host_when_up(port: int, proc: subprocess.Popen[bytes]) -> SparkplugHost:
+    """The host connects as soon as the demo's broker listens (bounded by a deadline)."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, "the demo ended early"
+        try:
+            return SparkplugHost("127.0.0.1", port, "demo", "demo-gw")
+        except (ConnectionRefusedError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
