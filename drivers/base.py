@@ -36,6 +36,10 @@ class TagConfig(StrictModel):
     enum: dict[int, str] | None = Field(
         None, description="Text of each value of an enumeration, e.g. {0: idle, 1: running, "
         "2: fault}: MQTT payloads carry it as `text`, the status page shows it")
+    min_write_interval: Duration = Field(
+        0.1, ge=0, description="Shortest time between two writes to this tag, e.g. 100ms (a "
+        "sooner command is refused, nothing written: a runaway client cannot hammer the PLC); "
+        "0 turns it off")
 
 
 class DeviceConfig(StrictModel):
@@ -115,6 +119,10 @@ class Driver(ABC):
     def enums(self) -> dict[str, dict[int, str]]:
         """Value texts per tag that is an enumeration."""
         return {t.name: t.enum for t in self.config.declared_tags() if t.enum}
+
+    def min_write_intervals(self) -> dict[str, float]:
+        """Seconds that must pass between two writes to each tag."""
+        return {t.name: t.min_write_interval for t in self.config.declared_tags()}
 
     def describe_plan(self) -> str:
         """A human-readable description of how the device is read (`gateway check --plan`)."""

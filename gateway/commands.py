@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +56,8 @@ class CommandRouter:
                  is_up: Callable[[str], bool]) -> None:
         self._device_of = device_of
         self._is_up = is_up
+        self._last_write: dict[tuple[str, str], float] = {}
+        """(device, tag) -> monotonic time its last write was sent to the driver."""
 
     async def execute(self, command: Command) -> CommandResult:
         return self._record(command, await self._execute(command))
@@ -94,6 +97,9 @@ class CommandRouter:
         if not self._is_up(command.device):
             return CommandResult(False, error=f"{command.device} is down: nothing was written")
         async with lock:  # between two polls, after the commands queued before it
+            too_soon = self._too_soon(driver, command)
+            if too_soon is not None:
+                return CommandResult(False, error=too_soon)
             try:
                 value = await driver.write(command.tag, command.value)
             except WriteRefused as exc:
@@ -102,3 +108,16 @@ class CommandRouter:
                 return CommandResult(False, error=f"write not confirmed: {exc}")
         return CommandResult(True, value=value)
 
+    def _too_soon(self, driver: Driver, command: Command) -> str | None:
+        """Why the command comes too soon after the tag's last write (None when it may run);
+        a command that may run is recorded as the tag's last write."""
+        key = (command.device, command.tag)
+        interval = driver.min_write_intervals().get(command.tag, 0.0)
+        now = time.monotonic()
+        last = self._last_write.get(key)
+        if last is not None and now - last < interval:
+            return (f"{command.device}.{command.tag} was written {(now - last) * 1000:.0f}ms "
+                    f"ago; its min_write_interval is {interval * 1000:.0f}ms: nothing was "
+                    "written")
+        self._last_write[key] = now
+        return None

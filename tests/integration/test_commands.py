@@ -58,9 +58,9 @@ def config_text(tmp_path: Path, site: str, modbus_port: int, broker: str,
             reconnect_max_backoff: 1s
             tags:
               - {{name: setpoint, table: holding, address: 100, type: float32, writable: true,
-                  min: 0, max: 500}}
+                  min: 0, max: 500, min_write_interval: 0s}}
               - {{name: door_open, table: holding, address: 0, type: bool, bit: 3,
-                  writable: true}}
+                  writable: true, min_write_interval: 1h}}
               - {{name: oil_temperature, table: holding, address: 10, type: float32}}
         """)
 
@@ -285,6 +285,28 @@ async def test_commands_for_one_device_run_in_order(running: Running) -> None:
     assert all(a["ok"] for a in answers) and answers[-1]["value"] == 20
     assert running.simulator.read_registers(1, "holding", 100, 2) == encode_value(20.0,
                                                                                  "float32")
+
+
+async def test_a_second_write_sooner_than_min_write_interval_is_refused(
+        running: Running) -> None:
+    first = await running.command("door_open", '{"value": true, "id": "w1"}')
+    assert first.payload["ok"] is True
+    [status] = running.simulator.read_registers(1, "holding", 0, 1)
+    second = await running.command("door_open", '{"value": false, "id": "w2"}')
+    assert second.payload["ok"] is False and second.payload["id"] == "w2"
+    assert "min_write_interval is 3600000ms: nothing was written" in second.payload["error"]
+    assert running.simulator.read_registers(1, "holding", 0, 1) == [status]  # bit 3 still set
+    assert status & 8
+    ok = await running.command("setpoint", '{"value": 1, "id": "other-tag"}')
+    assert ok.payload["ok"] is True  # the interval is per tag
+
+
+def test_min_write_interval_defaults_to_100ms(tmp_path: Path) -> None:
+    text = config_text(tmp_path, "s", 502, "mqtt://127.0.0.1:1883", "3.1.1").replace(
+        ", min_write_interval: 1h", "")
+    [device] = parse_config(text, env={}).devices
+    intervals = {t.name: t.min_write_interval for t in device.declared_tags()}
+    assert intervals == {"setpoint": 0.0, "door_open": 0.1, "oil_temperature": 0.1}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
