@@ -167,6 +167,8 @@ def _check(args: argparse.Namespace) -> int:
     for problem in busy_ports:
         print(f"{args.config}: warning: {problem} (`gateway run` refuses to start until it "
               "is free)", file=sys.stderr)
+    for problem in _modbus_address_warnings(config, args.config):
+        print(f"{args.config}: warning: {problem}", file=sys.stderr)
     tags = sum(len(getattr(d, "tags", [])) for d in config.devices)
     sinks = list(config.sinks)
     print(f"{args.config}: OK: gateway {config.gateway.id}, {len(config.devices)} device(s), "
@@ -179,6 +181,23 @@ def _check(args: argparse.Namespace) -> int:
         for line in describe_buses(config.devices):  # shared serial lines and TCP links
             print(line)
     return 0
+
+
+def _modbus_address_warnings(config: GatewayConfig, path: str) -> list[ConfigProblem]:
+    """Modbus addresses that read like 1-based Modicon notation (valid, probably wrong)."""
+    from drivers.modbus.config import ModbusDeviceConfig
+    from drivers.modbus.guards import address_warnings
+    from gateway.config import line_of
+
+    lines = load_config_with_lines(path)[1]
+    found = []
+    for index, device in enumerate(config.devices):
+        if isinstance(device, ModbusDeviceConfig):
+            for warning in address_warnings(device):
+                key = ("devices", index, "tags", warning.index, warning.key)
+                dotted = f"devices[{index}].tags[{warning.index}].{warning.key}"
+                found.append(ConfigProblem(dotted, warning.message, line_of(key, lines)))
+    return found
 
 
 def _checked_config(path: str) -> tuple[GatewayConfig, list[Driver], list[ConfigProblem]]:

@@ -201,3 +201,27 @@ def test_check_only_warns_about_a_port_in_use(tmp_path: Path) -> None:
 def test_run_with_a_buffer_path_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
     text = base(tmp_path, buffer=str(tmp_path), mqtt=f"mqtt://127.0.0.1:{free_port()}")
     refused(gateway(tmp_path, "run", text), "gateway.buffer.path:", "is a directory")
+
+
+def test_check_warns_about_a_modicon_address_with_key_path_and_line(tmp_path: Path) -> None:
+    text = base(tmp_path) + (
+        "devices:\n"
+        "  - name: meter-01\n"
+        "    driver: modbus\n"
+        "    connection: {host: 127.0.0.1, port: 5020}\n"
+        "    tags:\n"
+        "      - {name: volts, table: holding, address: 100}\n"
+        "      - name: power\n"
+        "        table: holding\n"
+        "        address: 40101\n"
+        "      - {name: energy, table: input, address: 30001}\n")
+    result = gateway(tmp_path, "check", text)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 2, result.stderr
+    assert "warning: line 18: devices[0].tags[1].address: 40101 looks like 1-based Modicon" \
+        in warnings[0]
+    assert "likely means is 100" in warnings[0]
+    assert "line 19: devices[0].tags[2].address" in warnings[1]
+    assert "likely means is 0" in warnings[1]
+    assert "OK: gateway edge-01, 1 device(s), 3 tag(s)" in result.stdout
