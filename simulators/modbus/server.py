@@ -315,8 +315,9 @@ class ModbusSimulator:
 
     def set_time(self, t: float) -> None:
         """Freeze the models at simulated time `t` (seconds) and serve their values at it: a test
-        drives the clock, e.g. along the wall clock to script a machine's shift."""
-        self._frozen, self._set_time = True, t
+        drives the clock, e.g. along the wall clock to script a machine's shift. The models
+        start at 0: an earlier time is held at 0."""
+        self._frozen, self._set_time = True, max(0.0, t)
         self._update()
 
     def set_schedule(self, unit_id: int, schedule: Schedule | None) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -99,3 +100,38 @@ def _host_when_up(port: int, proc: subprocess.Popen[bytes]) -> SparkplugHost:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_demo_oee_of_press_and_packer_moves_within_a_minute() -> None:
+    """The demo's machines run on their seeded schedules and publish OEE every 5 s."""
+    from tests.fixtures_mqtt import MqttCollector
+
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "40", "--mqtt-port", str(port),
+         "--http-port", "0", "--no-live"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL)
+    collector = None
+    try:
+        deadline = time.monotonic() + 30
+        while collector is None:
+            try:
+                collector = MqttCollector("127.0.0.1", port, "demo/+/+/+/oee")
+            except (OSError, TimeoutError):
+                assert time.monotonic() < deadline and demo.poll() is None, "no demo broker"
+                time.sleep(0.5)
+
+        def moving(messages: list[Any]) -> bool:
+            values: dict[str, set[float]] = {"press-01": set(), "packer-03": set()}
+            for m in messages:
+                device = m.topic.split("/")[3]
+                if device in values and m.payload.get("value") is not None:
+                    values[device].add(m.payload["value"])
+            return all(len(v) >= 2 for v in values.values())
+
+        collector.wait_for(moving, timeout=45, what="two different OEE values per machine")
+    finally:
+        if collector is not None:
+            collector.close()
+        demo.terminate()
+        demo.wait(20)
