@@ -24,10 +24,31 @@ from typing import Any
 SAMPLE_EVERY = 60.0
 
 
-def gateway_rss_mib() -> float | None:
-    """Resident memory of the drilled gateway (`python -m gateway run`), MiB, or None."""
+def _parent(pid: str) -> str | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[1]
+
+
+def _descends_from(pid: str, ancestor: int) -> bool:
+    seen = 0
+    current: str | None = pid
+    while current not in (None, "0", "1") and seen < 64:
+        if current == str(ancestor):
+            return True
+        current = _parent(current)
+        seen += 1
+    return False
+
+
+def gateway_rss_mib(drill_pid: int) -> float | None:
+    """Resident memory of the drilled gateway (the drill's own `gateway run` child), MiB, or
+    None between a SIGKILL and the restart. Only the drill's descendants count: another
+    gateway on the box must not be sampled."""
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or not _descends_from(proc.name, drill_pid):
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
@@ -41,10 +62,10 @@ def gateway_rss_mib() -> float | None:
 
 
 def sample_memory(stop: threading.Event, samples: list[tuple[float, float]],
-                  every: float) -> None:
+                  every: float, drill_pid: int) -> None:
     started = time.monotonic()
     while not stop.wait(every):
-        rss = gateway_rss_mib()
+        rss = gateway_rss_mib(drill_pid)
         if rss is not None:
             samples.append((round(time.monotonic() - started, 1), round(rss, 1)))
 
@@ -60,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     drill_report = Path(args.json).with_suffix(".drill.json")
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
-    sampler = threading.Thread(target=sample_memory, args=(stop, samples, args.sample_every),
-                               daemon=True)
+    drill = subprocess.Popen([sys.executable, "-m", "gateway", "drill", "--config",
+                              args.config, "--minutes", str(args.minutes), "--json",
+                              str(drill_report)])
+    sampler = threading.Thread(target=sample_memory,
+                               args=(stop, samples, args.sample_every, drill.pid), daemon=True)
     sampler.start()
     try:
-        code = subprocess.call([sys.executable, "-m", "gateway", "drill", "--config",
-                                args.config, "--minutes", str(args.minutes), "--json",
-                                str(drill_report)])
+        code = drill.wait()
     finally:
         stop.set()
         sampler.join(5)

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Open without a token even on a non-loopback listen: the orchestrator's health probe, and the
-# page's static HTML (its data comes from /api/*, which the token guards).
-OPEN_PATHS = frozenset({"/healthz", "/", "/index.html"})
+# page's static HTML and its charting library (its data comes from /api/*, which the token
+# guards).
+OPEN_PATHS = frozenset({"/healthz", "/", "/index.html", "/static/uplot.js",
+                        "/static/uplot.css"})
 # What an HTML form (or a fetch without a CORS preflight) can send from any other site.
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 TOKEN_MIN_LENGTH = 16

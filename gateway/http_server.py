@@ -105,6 +105,11 @@ class StateView(Protocol):
         """The edge KPIs, when a device has an `oee:` block."""
 
 
+# The page's charting library, vendored (no CDN: the box may have no internet).
+STATIC_FILES = {"/static/uplot.js": (("uplot", "uPlot.iife.min.js"), "text/javascript"),
+                "/static/uplot.css": (("uplot", "uPlot.min.css"), "text/css")}
+
+
 class HttpListenError(GatewayError):
     """The status server cannot listen on its address (in use, not this machine's, ...)."""
 
@@ -123,6 +128,8 @@ class StatusServer:
         self._registry = new_registry()
         self._registry.register(state.read_seconds)
         self._page = files("gateway").joinpath("status_page.html").read_bytes()
+        self._static = {path: files("gateway").joinpath("static", *parts).read_bytes()
+                        for path, (parts, _) in STATIC_FILES.items()}
         self._enum_cache: tuple[GatewayConfig, dict[tuple[str, str], Mapping[int, str]]] | None \
             = None
         self._runner: web.AppRunner | None = None
@@ -160,6 +167,8 @@ class StatusServer:
         app.router.add_post("/api/reload", self._reload_handler)
         app.router.add_get("/", self._page_handler)
         app.router.add_get("/index.html", self._page_handler)
+        for path in STATIC_FILES:
+            app.router.add_get(path, self._static_handler)
         app.on_response_prepare.append(_add_security_headers)
         return app
 
@@ -201,6 +210,11 @@ class StatusServer:
 
     async def _page_handler(self, _: web.Request) -> web.Response:
         return web.Response(body=self._page, content_type="text/html", charset="utf-8")
+
+    async def _static_handler(self, request: web.Request) -> web.Response:
+        content_type = STATIC_FILES[request.path][1]
+        return web.Response(body=self._static[request.path], content_type=content_type,
+                            charset="utf-8", headers={"Cache-Control": "max-age=86400"})
 
     async def _reload_handler(self, request: web.Request) -> web.Response:
         if self._reload is None:

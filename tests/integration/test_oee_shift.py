@@ -190,7 +190,8 @@ const numbers = {};
 for (const f of box.querySelectorAll('.figure')) {
   numbers[f.dataset.name] = f.querySelector('.number').innerText; }
 return {numbers, shift: box.querySelector('.shift').innerText,
-        trend: box.querySelectorAll('svg.trend polyline').length,
+        trend: box.querySelector('.trend canvas')
+               ? Number(box.querySelector('.trend').dataset.series) : 0,
         shifts: Array.from(box.querySelectorAll('table.shifts tbody tr'))
                      .map(r => Array.from(r.cells).map(c => c.innerText))};
 """

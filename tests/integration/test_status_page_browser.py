@@ -268,3 +268,5 @@ async def test_page_asks_for_the_token_when_the_gateway_needs_one(
         hidden = await asyncio.to_thread(
             browser.execute_script, "return document.getElementById('login').hidden")
         assert hidden is True
+        charting = await asyncio.to_thread(browser.execute_script, "return typeof uPlot")
+        assert charting == "function"  # the vendored library loads without the token

@@ -32,7 +32,7 @@ devices:
 ROWS_JS = """
 const rows = document.querySelectorAll('#tags tbody tr');
 return {rows: rows.length, count: document.getElementById('count').innerText,
-        sparks: document.querySelectorAll('#tags tbody svg.spark polyline').length,
+        sparks: document.querySelectorAll('#tags tbody td.spark .uplot canvas').length,
         first: rows.length ? rows[0].cells[1].innerText : null,
         last: rows.length ? rows[rows.length - 1].cells[1].innerText : null};
 """

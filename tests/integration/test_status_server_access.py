@@ -117,6 +117,12 @@ async def test_a_network_listen_guards_every_path_but_health_and_the_page(
             assert (await call(session, "GET", base + path, headers=AUTHORIZED))[0] == 200
         for path in ("/healthz", "/"):
             assert (await call(session, "GET", base + path))[0] in (200, 503)
+        # The page's charting library comes from the gateway itself (no CDN), token or not.
+        status, script = await call(session, "GET", base + "/static/uplot.js")
+        assert status == 200 and script.startswith("/*! https://github.com/leeoniya/uPlot")
+        status, style = await call(session, "GET", base + "/static/uplot.css")
+        assert status == 200 and ".uplot" in style
+        assert (await call(session, "GET", base + "/static/other.js"))[0] == 401  # not open
 
 
 async def test_concurrent_calls_are_each_answered(tmp_path: Path,
