@@ -12,6 +12,10 @@ Scenarios (the targets are reported, never enforced):
   d  Modbus polling at 10,000 readings/s: p99 <= poll interval + 15 ms, no drift of poll starts
   e  10,000 configured tags: <= 100 MB RSS, flat from the start of steady state to the end
   f  Modbus requests per poll, counted at the simulator, equal to the planner's optimum
+  g  EMQX Neuron's scenario: 500 Modbus TCP devices (500 connections) x 30 tags @ 1 s, device
+     payloads QoS 1: <= 0.12 cores (a tenth of Neuron's 1.24), <= 80 MB, p99 <= interval + 50 ms
+  h  the same, per-tag payloads QoS 1: <= 0.3 cores, everything offered delivered
+  s  Sparkplug B: 40 x 250 tags @ 100 ms into DDATA: >= 100,000 metrics/s on <= 1 core
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from bench.ceilings import asyncua_notification_ceiling, paho_qos1_ceiling, pymo
 from bench.measure import ProcessSampler, percentile
 from bench.sources import OPCUA_NS
 from drivers.modbus.planner import TagSpan, plan_reads
+from gateway.sinks.sparkplug.sparkplug_b_pb2 import Payload as SparkplugPayload
 from simulators.modbus import register_map
 from tests.fixtures_mqtt import Mosquitto
 from tests.procs import free_port, port_open, wait_for
@@ -60,6 +65,9 @@ class Scenario:
     influx: bool = False
     variables: int = 0
     target: str = ""
+    tags: int = BENCH_TAGS  # per Modbus device
+    own_ports: bool = False  # one connection per device (a port each) rather than one shared
+    sink: str = "mqtt"  # or "sparkplug"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,7 +77,11 @@ def scenarios(smoke: bool) -> list[Scenario]:
                          payload="device", influx=True),
                 Scenario("c", "OPC UA subscribe (smoke)", source="opcua", variables=50, poll=0.1),
                 Scenario("f", "register-map machines, requests per poll (smoke)",
-                         source="machines", devices=1, poll=0.2)]
+                         source="machines", devices=1, poll=0.2),
+                Scenario("g", "Neuron's scenario, 5 connections (smoke)", devices=5, tags=30,
+                         poll=1.0, payload="device", own_ports=True),
+                Scenario("s", "Sparkplug B DDATA (smoke)", devices=2, poll=0.2,
+                         payload="device", sink="sparkplug")]
     return [
         Scenario("a", "Modbus 40 x 250 tags @ 100 ms, device payloads QoS 1 + InfluxDB",
                  devices=40, poll=0.1, payload="device", influx=True,
@@ -87,14 +99,32 @@ def scenarios(smoke: bool) -> list[Scenario]:
                  target="<= 100 MB, flat"),
         Scenario("f", "register-map machines x 10 @ 100 ms, per-tag QoS 1, requests per poll",
                  source="machines", devices=10, poll=0.1, target="= planner optimum"),
+        Scenario("g", "Neuron's scenario: 500 Modbus TCP connections x 30 tags @ 1 s, device "
+                 "payloads QoS 1", devices=500, tags=30, poll=1.0, payload="device",
+                 own_ports=True, target="<= 0.12 cores, <= 80 MB, p99 <= 1,050 ms"),
+        Scenario("h", "Neuron's scenario: 500 Modbus TCP connections x 30 tags @ 1 s, per-tag "
+                 "payloads QoS 1", devices=500, tags=30, poll=1.0, own_ports=True,
+                 target="<= 0.3 cores, all delivered"),
+        Scenario("s", "Sparkplug B: 40 x 250 tags @ 100 ms into DDATA (QoS 0 + a QoS 1 barrier "
+                 "per batch)", devices=40, poll=0.1, payload="device", sink="sparkplug",
+                 target=">= 100,000 metrics/s, <= 1 core"),
     ]
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Every device's tag list written out: the gateway refuses a config whose aliases expand
+    past 250,000 values (50,000 tags shared by reference did)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 class Subscriber:
     """Counts readings (a device payload carries many), the delay from each message's source
     timestamp to its arrival, and every device message's timestamp (for schedule drift)."""
 
-    def __init__(self, broker: Mosquitto, topic: str, sample_every: int = 10) -> None:
+    def __init__(self, broker: Mosquitto, topic: str, sample_every: int = 10,
+                 sparkplug: bool = False) -> None:
         self.count = 0
         self.messages = 0
         self.sample_every = sample_every
@@ -103,7 +133,7 @@ class Subscriber:
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
         self.client.on_connect = lambda c, *_: c.subscribe(topic, 1)
-        self.client.on_message = self._on_message
+        self.client.on_message = self._on_sparkplug if sparkplug else self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -124,6 +154,19 @@ class Subscriber:
             if device_payload:
                 self.count += len(payload["values"])
                 self.cycle_ts[msg.topic].append(sent)
+
+    def _on_sparkplug(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """A DDATA carries one device cycle: its metrics are the readings; latency from the
+        payload's timestamp (the cycle's latest source time, in ms)."""
+        now = time.time()
+        if "/DDATA/" not in msg.topic:
+            return
+        payload = SparkplugPayload()
+        payload.ParseFromString(msg.payload)
+        with self._lock:
+            self.messages += 1
+            self.count += len(payload.metrics)
+            self.latencies.append(now - payload.timestamp / 1000)
 
     def reset(self) -> None:
         with self._lock:
@@ -160,7 +203,11 @@ def metrics(port: int) -> dict[str, float]:
     return values
 
 
-def device_entries(scenario: Scenario, modbus_port: int, opcua_port: int) -> list[dict[str, Any]]:
+def device_entries(scenario: Scenario, modbus_ports: list[int],
+                   opcua_port: int) -> list[dict[str, Any]]:
+    """The gateway's devices; with `own_ports`, device n polls `modbus_ports[n]` (its own
+    connection), else all share the first port."""
+    modbus_port = modbus_ports[0]
     if scenario.source == "opcua":
         tags = [{"name": f"v{i}", "node": f"nsu={OPCUA_NS};s=v{i}"}
                 for i in range(scenario.variables)]
@@ -183,11 +230,12 @@ def device_entries(scenario: Scenario, modbus_port: int, opcua_port: int) -> lis
     units = [m["unit_id"] for m in register_map()]
     bench_tags: list[dict[str, Any]] = [
         {"name": f"r{a}", "table": "holding", "address": a, "type": "uint16"}
-        for a in range(BENCH_TAGS)]
+        for a in range(scenario.tags)]
     for n in range(scenario.devices):
+        port = modbus_ports[n] if scenario.own_ports else modbus_port
         devices.append({"name": f"dev-{n}", "driver": "modbus", "area": "a", "line": "l",
                         "poll_interval": poll,
-                        "connection": {"host": "127.0.0.1", "port": modbus_port,
+                        "connection": {"host": "127.0.0.1", "port": port,
                                        "unit_id": units[n % len(units)]},
                         "tags": bench_tags})
     return devices
@@ -210,12 +258,17 @@ def planned_requests(devices: list[dict[str, Any]]) -> dict[int, int]:
 class Sources:
     """The simulator processes, started once; their counters are read through SIGUSR1."""
 
-    def __init__(self, workdir: Path, opcua_variables: int) -> None:
-        """The OPC UA source only with `opcua_variables` (its changes cost CPU all along)."""
+    def __init__(self, workdir: Path, opcua_variables: int, modbus_ports: int = 1) -> None:
+        """The OPC UA source only with `opcua_variables` (its changes cost CPU all along);
+        the Modbus simulator on `modbus_ports` ports (the same machines behind each)."""
         self.workdir = workdir
         self.modbus_port, self.opcua_port = free_port(), free_port()
         self.modbus_report, self.opcua_report = workdir / "modbus.json", workdir / "opcua.json"
-        self.procs = {"modbus": self._start("modbus", self.modbus_port, self.modbus_report)}
+        ports_file = self.modbus_report.with_suffix(".ports")
+        self.procs = {"modbus": self._start("modbus", self.modbus_port, self.modbus_report,
+                                            "--extra-ports", str(max(0, modbus_ports - 1)))}
+        wait_for(ports_file.exists, 60, "the Modbus simulator's ports")
+        self.modbus_ports: list[int] = json.loads(ports_file.read_text())
         if opcua_variables:
             self.procs["opcua"] = self._start("opcua", self.opcua_port, self.opcua_report,
                                               "--variables", str(opcua_variables),
@@ -250,7 +303,7 @@ class Sources:
 
 def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: Sources,
                  influx_url: str | None, seconds: float, warmup: float) -> dict[str, Any]:
-    devices = device_entries(scenario, sources.modbus_port, sources.opcua_port)
+    devices = device_entries(scenario, sources.modbus_ports, sources.opcua_port)
     tags = sum(len(d["tags"]) for d in devices)
     http_port = free_port()
     mqtt_sink: dict[str, Any] = {"url": broker.url, "qos": 1, "retain": False,
@@ -258,6 +311,8 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
                                  # a device message carries a whole poll: batches of 40 polls
                                  "batch_size": 10_000 if scenario.payload == "device" else 1000}
     sinks: dict[str, Any] = {"mqtt": mqtt_sink}
+    if scenario.sink == "sparkplug":
+        sinks = {"sparkplug": {"url": broker.url, "group_id": "bench", "batch_size": 10_000}}
     if scenario.influx and influx_url:
         sinks["influxdb"] = {"url": influx_url, "api": "v2", "token": "bench", "org": "bench",
                              "bucket": "bench", "batch_size": 5000, "flush_interval": "1s"}
@@ -268,13 +323,16 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
                           "http": {"listen": f"127.0.0.1:{http_port}"}},
               "devices": devices, "sinks": sinks}
     config_path = run_dir / "gateway.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    subscriber = Subscriber(broker, "bench/#", sample_every=1 if scenario.payload == "device"
-                            else 10)
+    config_path.write_text(yaml.dump(config, Dumper=_NoAliases))
+    sparkplug = scenario.sink == "sparkplug"
+    subscriber = Subscriber(broker, "spBv1.0/bench/#" if sparkplug else "bench/#",
+                            sample_every=1 if scenario.payload == "device" else 10,
+                            sparkplug=sparkplug)
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "--log-level", "warning", "run",
                              "--config", str(config_path)])
     try:
-        wait_for(lambda: subscriber.count > tags, 60, "the gateway's first readings")
+        ready = scenario.extra.get("ready_readings", tags)
+        wait_for(lambda: subscriber.count > ready, 90, "the gateway's first readings")
         time.sleep(warmup)
         sampler = ProcessSampler(proc.pid)
         before = metrics(http_port)
@@ -317,7 +375,7 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
     }
     if scenario.influx and influx_url:
         result["influx_per_s"] = round(delta("gateway_sink_sent_total") / elapsed)
-    if scenario.payload == "device" and scenario.source != "opcua":
+    if scenario.payload == "device" and scenario.source != "opcua" and not sparkplug:
         result["schedule_drift_ms"] = schedule_drift_ms(cycle_ts, scenario.poll)
     if scenario.source == "opcua":
         emitted = source_after["emitted"] - source_before["emitted"]
@@ -374,6 +432,22 @@ def verdict(key: str, r: dict[str, Any]) -> tuple[str, str]:
             "planned_requests_per_poll"]
         checks = [(ok, f"{r['requests_per_poll']} vs {r['planned_requests_per_poll']}")]
         figure = f"{r['requests_per_poll']} requests/poll (plan {r['planned_requests_per_poll']})"
+    elif key == "g":
+        limit = r["poll_ms"] + 50
+        checks = [(r["cores"] <= 0.12, f"CPU {pct(r['cores'], 0.12)}"),
+                  (mb(r["peak_rss_mib"]) <= 80, f"RSS {pct(mb(r['peak_rss_mib']), 80)}"),
+                  (r["latency_p99_ms"] <= limit, f"p99 {pct(r['latency_p99_ms'], limit)}")]
+        figure = (f"{r['cores']} cores, {r['peak_rss_mib']} MiB, p99 {r['latency_p99_ms']} ms")
+    elif key == "h":
+        offered = r["tags"] * 1000 / r["poll_ms"]
+        checks = [(r["cores"] <= 0.3, f"CPU {pct(r['cores'], 0.3)}"),
+                  (r["readings_per_s"] >= 0.98 * offered,
+                   f"rate {pct(r['readings_per_s'], offered)}")]
+        figure = f"{r['readings_per_s']:,}/s of {offered:,.0f}, {r['cores']} cores"
+    elif key == "s":
+        checks = [(r["readings_per_s"] >= 100_000, f"rate {pct(r['readings_per_s'], 100_000)}"),
+                  (r["cores"] <= 1.0, f"CPU {pct(r['cores'], 1.0)}")]
+        figure = f"{r['readings_per_s']:,} metrics/s, {r['cores']} cores"
     else:
         return "", ""
     missed = [text for ok, text in checks if not ok]
@@ -384,7 +458,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     ceilings = results["ceilings"]
     rows = ["| scenario | readings/s | gateway CPU | RSS start -> end (peak) | latency p50 / p99 "
             "| ratio to raw ceiling | target | result |", "|---|---|---|---|---|---|---|---|"]
-    for key in "abcdef":
+    for key in "abcdefghs":
         r = results.get(key)
         if r is None:
             continue
@@ -416,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes (CI)")
     parser.add_argument("--seconds", type=float, default=60.0, help="per gateway scenario")
     parser.add_argument("--scenario", action="append", default=None,
-                        help="run only this scenario (a-f); repeatable")
+                        help="run only this scenario (a-h, s); repeatable")
     parser.add_argument("--opcua-variables", type=int, default=None,
                         help="scenario c: changing variables (default 500; 10 changes/s each)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -444,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
 
             influx = VictoriaMetricsServer(workdir / "victoria-metrics")
             influx.start()
-        sources = Sources(workdir, opcua_variables)
+        sources = Sources(workdir, opcua_variables,
+                          max([s.devices for s in chosen if s.own_ports] + [1]))
         try:
             ceilings = results["ceilings"] = {
                 "paho_qos1_per_s": round(paho_qos1_ceiling(

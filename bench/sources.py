@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 OPCUA_NS = "urn:shopfloor:bench"
 
@@ -25,10 +26,35 @@ async def _modbus(args: argparse.Namespace) -> None:
 
     simulator = ModbusSimulator(port=args.port, tick=1.0)
     async with simulator:
+        extra = [await _listen_also(simulator) for _ in range(args.extra_ports)]
+        ports = [args.port] + [server.transport.sockets[0].getsockname()[1] for server in extra]
+        ports_file = Path(args.report).with_suffix(".ports")
+        ports_file.with_suffix(".tmp").write_text(json.dumps(ports))
+        ports_file.with_suffix(".tmp").replace(ports_file)  # whole, once it exists
         def report() -> None:
             counts = {unit: simulator.request_count(unit) for unit in simulator.units}
             Path(args.report).write_text(json.dumps({"requests": counts}))
-        await _serve(report)
+        try:
+            await _serve(report)
+        finally:
+            for server in extra:
+                await server.shutdown()
+
+
+async def _listen_also(simulator: Any) -> Any:
+    """The same simulated machines on another port (the OS picks it) as well: the gateway shares
+    one connection per host:port, so a scenario of N connections (Neuron's 500 devices) needs
+    N ports. Ports picked in advance by the harness collided with other processes' sockets."""
+    from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext
+
+    from simulators.modbus.server import _Datastore, _TcpServer
+
+    placeholder = ModbusServerContext(devices={1: ModbusDeviceContext()}, single=False)
+    server = _TcpServer(placeholder, address=("127.0.0.1", 0), framer=simulator.framer)
+    server.simulator = simulator
+    server.context = _Datastore(simulator)  # type: ignore[assignment]
+    await server.serve_forever(background=True)
+    return server
 
 
 async def _opcua(args: argparse.Namespace) -> None:
@@ -90,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=("modbus", "opcua"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--report", required=True, help="JSON counts go here on SIGUSR1")
+    parser.add_argument("--extra-ports", type=int, default=0,
+                        help="modbus: this many more ports serving the same machines (all the "
+                        "ports go, as a JSON list, to the report file's name with .ports)")
     parser.add_argument("--variables", type=int, default=1000, help="opcua: changing variables")
     parser.add_argument("--period", type=float, default=0.1, help="opcua: seconds per change")
     args = parser.parse_args(argv)

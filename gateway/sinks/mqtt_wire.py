@@ -15,6 +15,8 @@ import string
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
+import orjson
+
 from gateway.models import Quality, Reading, iso_z
 
 PLACEHOLDERS = frozenset({"gateway", "site", "area", "line", "device", "tag"})
@@ -83,7 +85,19 @@ def format_ts(reading: Reading) -> str:
     return iso_z(reading.source_ts)
 
 
-def _dump(payload: dict[str, object]) -> bytes:
+def _dump(payload: dict[str, object], orjson_exact: bool = True) -> bytes:
+    """The compact JSON of `payload`, byte for byte what the stdlib encoder writes.
+
+    orjson makes the device payload of a 250-tag cycle 1.5x as fast, loop included
+    (bench/json_encoding.py), and writes the same bytes except for a float below 1e-4
+    (`1e-05`, orjson `0.00001`): the caller says whether the payload may hold one
+    (`orjson_exact=False`: the stdlib encoder). orjson refuses an int beyond 64 bits and a
+    lone surrogate; those fall back too."""
+    if orjson_exact:
+        try:
+            return orjson.dumps(payload)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
     try:
         return _JSON.encode(payload).encode()
     except UnicodeEncodeError:  # a lone surrogate (a PLC string decoded with surrogateescape)
@@ -92,6 +106,16 @@ def _dump(payload: dict[str, object]) -> bytes:
 
 def _not_finite(value: object) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
+
+
+def _orjson_exact(value: object) -> bool:
+    """Whether orjson writes `value` as the stdlib encoder does: not a float (or array of
+    them) between 0 and 1e-4 in magnitude, where Python writes `1e-05` and orjson `0.00001`."""
+    if isinstance(value, float):
+        return not (0.0 < abs(value) < 1e-4)
+    if isinstance(value, (tuple, list)):
+        return all(_orjson_exact(v) for v in value)
+    return True
 
 
 def _json_value(reading: Reading) -> tuple[object, Quality, str | None]:
@@ -142,7 +166,7 @@ def _encode_payload(reading: Reading, text: str | None = None) -> bytes:
         payload["unit"] = reading.unit
     if error is not None:
         payload["error"] = error
-    return _dump(payload)
+    return _dump(payload, _orjson_exact(value))
 
 
 def device_cycles(readings: Sequence[Reading]) -> list[list[Reading]]:
@@ -168,14 +192,18 @@ def encode_device_payload(readings: Sequence[Reading]) -> bytes:
     units: dict[str, str] = {}
     flagged: dict[str, dict[str, str]] = {}
     latest = readings[0].source_ts
+    exact = True
     for reading in readings:
         value: object = reading.value
         # _json_value only where it changes something (measured: a quarter less time per cycle).
         if (reading.quality is not Quality.GOOD or type(value) is tuple
                 or (type(value) is float and not math.isfinite(value))):
             value, quality, error = _json_value(reading)
+            exact = exact and _orjson_exact(value)
             if quality is not Quality.GOOD:
                 flagged.setdefault(quality.value, {})[reading.tag] = error or quality.value
+        elif type(value) is float and -1e-4 < value < 1e-4 and value:
+            exact = False
         values[reading.tag] = value
         if reading.unit is not None:
             units[reading.tag] = reading.unit
@@ -185,4 +213,4 @@ def encode_device_payload(readings: Sequence[Reading]) -> bytes:
     if units:
         payload["units"] = units
     payload.update(flagged)
-    return _dump(payload)
+    return _dump(payload, exact)
