@@ -82,6 +82,8 @@ def _parser(lean: bool = False) -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config without touching any device")
     check.add_argument("--config", "-c", required=True, help="YAML config file")
     check.add_argument("--plan", action="store_true", help="print each device's read plan")
+    check.add_argument("--writable", action="store_true",
+                       help="list each writable tag with its limits; warn about unbounded ones")
     check.set_defaults(command=_check)
 
     reload = commands.add_parser("reload", help="make a running gateway re-read its config")
@@ -204,7 +206,22 @@ def _check(args: argparse.Namespace) -> int:
             print(driver.describe_plan())
         for line in describe_buses(config.devices):  # shared serial lines and TCP links
             print(line)
+    if args.writable:
+        _print_writable_surface(config, args.config)
     return 0
+
+
+def _print_writable_surface(config: GatewayConfig, path: str) -> None:
+    """`check --writable`: the tags commands may write, and unbounded ones as warnings."""
+    from gateway.writable_surface import describe, warnings, writable_tags
+
+    entries = writable_tags(config.devices)
+    command_sinks = [name for name, sink in config.sinks.items()
+                     if getattr(sink, "commands", False)]
+    for line in describe(entries, command_sinks):
+        print(line)
+    for warning in warnings(entries):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
 
 
 def _modbus_address_warnings(config: GatewayConfig, path: str) -> list[ConfigProblem]:

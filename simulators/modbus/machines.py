@@ -109,10 +109,29 @@ class Machine:
     values: Values = field(default_factory=dict)
     schedule: Schedule | None = None
     """Replaces the seeded schedule of a press or packer (a test scripting its OEE)."""
+    setpoints: Values = field(default_factory=dict)
+    """What clients wrote to the machine's setpoint registers (see SETPOINTS)."""
 
     def update(self, t: float, tick: int, seed: int) -> Values:
-        self.values = MODELS[self.kind](t, tick, seed, self.name, schedule=self.schedule)
+        values = MODELS[self.kind](t, tick, seed, self.name, schedule=self.schedule)
+        self.values = follow_setpoints(self.kind, values, self.setpoints)
         return self.values
+
+
+PRESS_STROKE_SETPOINT = round(60 / PRESS_CYCLE_TIME)  # 27/min until a client writes another
+SETPOINTS = {"stamping_press": {"stroke_setpoint": PRESS_STROKE_SETPOINT}}
+"""Per machine kind, the registers a client writes and the model follows, with their start."""
+
+
+def follow_setpoints(kind: str, values: Values, written: Values) -> Values:
+    """The model's values with the setpoints applied: a running press strokes at its
+    `stroke_setpoint` (0 holds the model's own rate)."""
+    setpoints = {**SETPOINTS.get(kind, {}), **written}
+    values = {**values, **setpoints}
+    rate = setpoints.get("stroke_setpoint")
+    if rate and values.get("running"):
+        values["strokes_per_minute"] = rate
+    return values
 
 
 def load_machines() -> list[Machine]:

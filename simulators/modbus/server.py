@@ -20,7 +20,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from simulators.modbus.encoding import to_registers
-from simulators.modbus.machines import Machine, load_machines
+from simulators.modbus.machines import SETPOINTS, Machine, load_machines
 from simulators.modbus.schedule import Schedule
 from simulators.ports import free_port
 
@@ -69,6 +69,12 @@ class _Unit:
                                  tag.get("word_order", "big"), tag.get("length"))
         table[tag["address"]:tag["address"] + len(registers)] = registers
 
+    def take_setpoints(self) -> None:
+        """After a client write: the machine follows what is now in its setpoint registers."""
+        for tag in self.machine.tags:
+            if tag["name"] in SETPOINTS.get(self.machine.kind, {}):
+                self.machine.setpoints[tag["name"]] = self.tables[tag["table"]][tag["address"]]
+
     def next_sequence(self, table: str, address: int, count: int) -> None:
         """`poll_sequence` counts the reads that cover it: consecutive polls see n, n+1, ..."""
         tag = self.sequence_tag
@@ -105,6 +111,7 @@ class _Datastore:
         if address + len(values) > TABLE_SIZE:
             return ExcCodes.ILLEGAL_ADDRESS
         unit.tables[table][address:address + len(values)] = values
+        unit.take_setpoints()
         return None
 
     def _unit(self, device_id: int) -> _Unit:

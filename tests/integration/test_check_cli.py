@@ -225,3 +225,25 @@ def test_check_warns_about_a_modicon_address_with_key_path_and_line(tmp_path: Pa
     assert "line 19: devices[0].tags[2].address" in warnings[1]
     assert "likely means is 0" in warnings[1]
     assert "OK: gateway edge-01, 1 device(s), 3 tag(s)" in result.stdout
+
+
+def test_check_writable_lists_limits_and_warns_about_an_unbounded_tag(tmp_path: Path) -> None:
+    text = base(tmp_path).replace("    url:", "    commands: true\n    url:") + (
+        "devices:\n  - {name: press, driver: modbus, connection: {host: 127.0.0.1}, tags: ["
+        "{name: rate, table: holding, address: 0, writable: true, min: 0, max: 60, unit: 1/min},"
+        " {name: recipe, table: holding, address: 1, writable: true},"
+        " {name: count, table: input, address: 0}]}\n")
+    result = gateway(tmp_path, "check", text)
+    assert result.returncode == 0, result.stderr
+    assert "writable" not in result.stdout.split("OK:")[1]  # only with --writable
+    path = tmp_path / "gateway.yaml"
+    listed = subprocess.run([sys.executable, "-m", "gateway", "check", "--writable", "-c",
+                             str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert listed.returncode == 0, listed.stderr
+    assert "writable: 2 tag(s)" in listed.stdout
+    assert "press.rate: range: 0..60 1/min, min_write_interval 100ms" in listed.stdout
+    assert "press.count" not in listed.stdout
+    assert "commands accepted on sink(s): mqtt" in listed.stdout
+    assert "warning: press.recipe is writable without min/max" in listed.stderr
+    assert "press.rate is writable without" not in listed.stderr

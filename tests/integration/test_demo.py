@@ -135,3 +135,65 @@ def test_demo_oee_of_press_and_packer_moves_within_a_minute() -> None:
             collector.close()
         demo.terminate()
         demo.wait(20)
+
+
+def test_demo_accepts_a_stroke_setpoint_command_and_the_press_follows_it() -> None:
+    """The README's mosquitto_pub, done with paho: a result comes back and the press's
+    strokes_per_minute follows the new setpoint."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "90", "--mqtt-port", str(port),
+         "--http-port", "0", "--no-live"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    seen: dict[str, bytes] = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-command-test")
+    client.on_message = lambda c, u, m: seen.__setitem__(m.topic, m.payload)
+    try:
+        _connect_when_up(client, port, proc)
+        client.subscribe("#", qos=1)
+        client.loop_start()
+        data = _wait_for(seen, "/press-01/stroke_setpoint", proc)
+        client.publish(data + "/set", json.dumps({"value": 35, "id": "t-1"}), qos=1)
+        result = json.loads(seen[_wait_for(seen, "/press-01/stroke_setpoint/set/result", proc)])
+        assert result["ok"] is True and result["value"] == 35, result
+        rate = data.rsplit("/", 1)[0] + "/strokes_per_minute"
+        deadline = time.monotonic() + 60
+        while json.loads(seen.get(rate, b"{}")).get("value") not in (35, 0):
+            assert time.monotonic() < deadline, seen.get(rate)
+            time.sleep(0.1)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def _connect_when_up(client: Any, port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, "the demo ended early"
+        try:
+            client.connect("127.0.0.1", port)
+            return
+        except (ConnectionRefusedError, TimeoutError):
+            assert time.monotonic() < deadline, "the demo's broker never listened"
+            time.sleep(0.2)
+
+
+def _wait_for(seen: dict[str, bytes], suffix: str, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        found = [topic for topic in list(seen) if topic.endswith(suffix)]
+        if found:
+            return found[0]
+        assert proc.poll() is None, "the demo ended early"
+        assert time.monotonic() < deadline, f"nothing on *{suffix}: {sorted(seen)[:20]}"
+        time.sleep(0.1)

@@ -270,3 +270,21 @@ def test_cli_lists_the_register_map() -> None:
     out = subprocess.run([sys.executable, "-m", "simulators", "--list"], capture_output=True,
                          text=True, timeout=30, check=True).stdout
     assert "press-01" in out and "packer-03" in out and "word_order: little" in out
+
+
+async def test_a_client_write_to_the_stroke_setpoint_changes_the_press_stroke_rate(
+        modbus_simulator: ModbusSimulator, client: AsyncModbusTcpClient) -> None:
+    running_at = next(t for t in range(0, 3600, 5) if _running_at(modbus_simulator, float(t)))
+    modbus_simulator.set_time(float(running_at))
+    assert (await client.read_input_registers(1, count=1, device_id=1)).registers == [27]
+    assert (await client.read_holding_registers(14, count=1, device_id=1)).registers == [27]
+    assert not (await client.write_register(14, 35, device_id=1)).isError()
+    modbus_simulator.set_time(running_at + 0.1)  # the next model step follows the write
+    assert (await client.read_input_registers(1, count=1, device_id=1)).registers == [35]
+    assert (await client.read_holding_registers(14, count=1, device_id=1)).registers == [35]
+    assert modbus_simulator.value_of(1, "strokes_per_minute") == 35
+
+
+def _running_at(simulator: ModbusSimulator, t: float) -> bool:
+    simulator.set_time(t)
+    return bool(simulator.value_of(1, "running"))
