@@ -28,6 +28,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from simulators.modbus.encoding import to_registers
 from simulators.modbus.limits import READ_BITS, READ_REGISTERS, quantity_refused
 from simulators.modbus.machines import Machine, load_machines
+from simulators.modbus.pacing import wire_seconds
 from simulators.modbus.schedule import Schedule
 from simulators.ports import free_port
 
@@ -199,6 +200,10 @@ class _RequestHandler(ServerRequestHandler):
             return
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
+        if simulator.pace_baudrate:
+            count = getattr(request, "count", 1) or 1
+            await asyncio.sleep(wire_seconds(request.function_code, count,
+                                             simulator.pace_baudrate))
         response = await self._response(request, fault)
         response.transaction_id, response.dev_id = request.transaction_id, device_id
         if self.transport is not None:  # the client may have gone while we waited
@@ -257,7 +262,7 @@ class ModbusSimulator:
                  baudrate: int = 19200, parity: str = "N", stopbits: int = 1,
                  framer: str = "socket", max_connections: int | None = None,
                  max_read_registers: int = READ_REGISTERS,
-                 max_read_bits: int = READ_BITS) -> None:
+                 max_read_bits: int = READ_BITS, pace_baudrate: int | None = None) -> None:
         self.machines = machines if machines is not None else load_machines()
         self.units = {m.unit_id: _Unit(m) for m in self.machines}
         self.host = host
@@ -280,6 +285,8 @@ class ModbusSimulator:
         # fewer than the spec's 125 registers / 2,000 bits: many meters do).
         self.max_read_registers, self.max_read_bits = max_read_registers, max_read_bits
         self.refused_quantities = 0  # requests answered with exception 3 for their quantity
+        # Answer as late as a line of this baud rate would carry request and answer (pacing.py).
+        self.pace_baudrate = pace_baudrate
         self.arrivals: list[tuple[float, int]] = []  # (monotonic time, unit) of each request
         self._faults: dict[int | None, Fault] = {}
         self._frozen = False
