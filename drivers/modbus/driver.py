@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.pdu import ModbusPDU
@@ -19,7 +21,7 @@ from drivers.modbus.planner import BIT_TABLES, ReadPlan, ReadRequest, TagSpan, p
 from drivers.modbus.writes import check_writable, plan_write
 from gateway.errors import DecodeError, DeviceUnreachable, WriteRefused
 from gateway.metrics import COUNTERS
-from gateway.models import Reading, bad_reading, good_reading, utc_now
+from gateway.models import Quality, Reading, bad_reading, good_reading, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,17 @@ _READ_METHOD = {"holding": "read_holding_registers", "input": "read_input_regist
                 "coil": "read_coils", "discrete": "read_discrete_inputs"}
 _TRANSACTION_IDS = re.compile(r"transaction id \d+, expected \d+")
 _READ_FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+ILLEGAL_DATA_VALUE = 3
+PROBLEM_SUMMARY_EVERY = 60.0  # seconds between two log lines of a problem that persists
+
+
+@dataclass
+class _Problem:
+    """A request's current problem: logged when it starts, then summarised periodically."""
+
+    text: str
+    logged_at: float
+    repeats: int = 0  # occurrences since the last line logged
 
 
 class ModbusDriver(Driver):
@@ -41,19 +54,32 @@ class ModbusDriver(Driver):
         assert isinstance(config, ModbusDeviceConfig)
         super().__init__(config)
         self.tags = {tag.name: tag for tag in config.tags}
-        self.plan: ReadPlan = plan_reads(
-            (TagSpan(t.name, t.table, t.address, t.size) for t in config.tags),
-            max_gap=config.max_gap, max_registers=config.max_registers_per_read,
-            max_bits=config.max_bits_per_read)
+        # Lowered when the device refuses a read as too large (exception 3): see _shrink.
+        self.max_registers, self.max_bits = (config.max_registers_per_read,
+                                             config.max_bits_per_read)
         # Per request, what each of its tags is: (tag, offset in the answer, sign bit of a
         # 16-bit integer read as it is, or None for a tag that goes through the codec).
-        self._layout = {request: [(self.tags[span.name], span.address - request.start,
-                                   _plain_sign(self.tags[span.name])) for span in request.tags]
-                        for request in self.plan.requests}
+        self._layout: dict[ReadRequest, list[tuple[ModbusTag, int, int | None]]] = {}
+        self.plan: ReadPlan = self._plan(config.tags)
+        self._size_not_the_cause: set[bool] = set()  # bits?: exception 3 is not about size
         self._link: ModbusLink | None = None  # shared with the devices on the same port
-        # The last problem of each request, logged when it starts, changes and ends.
-        self._problems: dict[ReadRequest, str] = {}
+        # The problem of each request, logged when it starts, changes and ends, and summarised
+        # every `problem_summary_every` seconds while it persists (not once a poll).
+        self._problems: dict[ReadRequest, _Problem] = {}
+        self.problem_summary_every = PROBLEM_SUMMARY_EVERY
         quiet_pymodbus()
+
+    def _plan(self, tags: Sequence[ModbusTag] | Sequence[TagSpan]) -> ReadPlan:
+        """The reads of `tags` within the current caps, with their layouts."""
+        spans = [t if isinstance(t, TagSpan) else TagSpan(t.name, t.table, t.address, t.size)
+                 for t in tags]
+        plan = plan_reads(spans, max_gap=self.config.max_gap, max_registers=self.max_registers,
+                          max_bits=self.max_bits)
+        for request in plan.requests:
+            self._layout[request] = [(self.tags[span.name], span.address - request.start,
+                                      _plain_sign(self.tags[span.name]))
+                                     for span in request.tags]
+        return plan
 
     def writable_tags(self) -> set[str]:
         return {name for name, tag in self.tags.items() if tag.writable}
@@ -85,7 +111,7 @@ class ModbusDriver(Driver):
             readings += await self._execute(request)
         return readings
 
-    async def _execute(self, request: ReadRequest) -> list[Reading]:
+    async def _execute(self, request: ReadRequest, may_shrink: bool = True) -> list[Reading]:
         expected = Expected(_READ_FUNCTION[request.table], request.start, request.count)
         try:
             answer = await self._call(expected, _READ_METHOD[request.table], request.start,
@@ -94,6 +120,10 @@ class ModbusDriver(Driver):
             return self._all_bad(request, bad.problem.reason, bad.problem.kind, utc_now())
         arrived = utc_now()
         if answer.isError():
+            if may_shrink and _exception_code(answer) == ILLEGAL_DATA_VALUE:
+                smaller = await self._read_smaller(request)
+                if smaller is not None:
+                    return smaller
             reason = _exception_reason(answer)
             return self._all_bad(request, reason, "exception", arrived)
         values = answer.bits if request.table in BIT_TABLES else answer.registers
@@ -105,6 +135,44 @@ class ModbusDriver(Driver):
             log.info("%s: %s answered well again", self.name, request.describe())
             del self._problems[request]
         return self.decode(request, values, arrived)
+
+    async def _read_smaller(self, request: ReadRequest) -> list[Reading] | None:
+        """A device that answers exception 3 (illegal data value) to a grouped read may take
+        fewer registers or bits per read than asked (many meters take far fewer than 125):
+        halve this table kind's cap, down to the largest tag, and read the tags again at once
+        in the smaller requests (a piece refused again shrinks further at the next poll).
+        When no smaller read is answered either, the exception is not about the size: the
+        caps go back and stay. None when the request cannot be split."""
+        bits = request.table in BIT_TABLES
+        largest = max(span.size for span in request.tags)
+        if bits in self._size_not_the_cause or request.count <= largest:
+            return None
+        saved = self.max_registers, self.max_bits
+        cap = max(largest, request.count // 2)
+        self._set_caps(bits, cap)
+        if (self.max_registers, self.max_bits) != saved:
+            log.warning("%s: answers exception 3 (illegal data value) to a read of %d %s: "
+                        "reading at most %d per request from now on", self.name,
+                        request.count, "bits" if bits else "registers", cap)
+        readings: list[Reading] = []
+        for piece in self._plan(request.tags).requests:
+            readings += await self._execute(piece, may_shrink=False)
+        if any(r.quality == Quality.GOOD for r in readings):
+            return readings
+        self._size_not_the_cause.add(bits)
+        log.warning("%s: answers exception 3 to smaller reads too: not about their size, "
+                    "reading up to %d %s again", self.name, saved[1] if bits else saved[0],
+                    "bits" if bits else "registers")
+        self.max_registers, self.max_bits = saved
+        self.plan = self._plan(self.config.tags)
+        return readings
+
+    def _set_caps(self, bits: bool, cap: int) -> None:
+        if bits:
+            self.max_bits = min(self.max_bits, cap)
+        else:
+            self.max_registers = min(self.max_registers, cap)
+        self.plan = self._plan(self.config.tags)
 
     async def _call(self, expected: Expected, method: str, *args: Any,
                     **kwargs: Any) -> ModbusPDU:
@@ -249,17 +317,33 @@ class ModbusDriver(Driver):
                  arrived: Any) -> list[Reading]:
         COUNTERS.inc("gateway_device_errors_total", device=self.name, kind=kind)
         # Transaction ids change with every request: the same problem all the same.
-        problem = _TRANSACTION_IDS.sub("transaction id", reason)
-        if self._problems.get(request) != problem:
-            log.warning("%s: %s reading %s", self.name, reason, request.describe())
-            self._problems[request] = problem
+        self._log_problem(request, _TRANSACTION_IDS.sub("transaction id", reason), reason)
         names = dict.fromkeys(span.name for span in request.tags)
         return [bad_reading(self.name, name, reason, self.tags[name].unit, arrived)
                 for name in names]
 
+    def _log_problem(self, request: ReadRequest, problem: str, reason: str) -> None:
+        """One line when a request's problem starts or changes, then one summary line every
+        `problem_summary_every` seconds while it persists (each is counted in the metrics)."""
+        now = time.monotonic()
+        current = self._problems.get(request)
+        if current is None or current.text != problem:
+            log.warning("%s: %s reading %s", self.name, reason, request.describe())
+            self._problems[request] = _Problem(problem, now)
+            return
+        current.repeats += 1
+        if now - current.logged_at >= self.problem_summary_every:
+            log.warning("%s: %s reading %s, %d more time(s) in the last %.0f s", self.name,
+                        reason, request.describe(), current.repeats, now - current.logged_at)
+            current.logged_at, current.repeats = now, 0
+
+
+def _exception_code(answer: ModbusPDU) -> int:
+    return int(getattr(answer, "exception_code", 0))
+
 
 def _exception_reason(answer: ModbusPDU) -> str:
-    code = getattr(answer, "exception_code", 0)
+    code = _exception_code(answer)
     return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
 
 

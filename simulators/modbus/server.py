@@ -16,11 +16,19 @@ from pymodbus.datastore import ModbusDeviceContext, ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadDiscreteInputsRequest,
+    WriteMultipleCoilsRequest,
+)
+from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInputRegistersRequest
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from simulators.modbus.encoding import to_registers
+from simulators.modbus.limits import READ_BITS, READ_REGISTERS, quantity_refused
 from simulators.modbus.machines import SETPOINTS, Machine, load_machines
+from simulators.modbus.pacing import wire_seconds
 from simulators.modbus.schedule import Schedule
 from simulators.ports import free_port
 
@@ -37,6 +45,37 @@ class Fault:
     kind: str = "none"
     seconds: float = 0.0
     code: int = 4
+
+
+class _AnyQuantity(ModbusPDU):
+    """A request decoded whatever its quantity (0 too): `_answer` refuses it with exception 3
+    (limits.py), where pymodbus's own decoder answers exception 1."""
+
+    def verifyCount(self, max_count: int, count: int = -1) -> None:
+        """Checked when answering, not when decoding."""
+
+
+class _AnyReadCoils(_AnyQuantity, ReadCoilsRequest):
+    pass
+
+
+class _AnyReadDiscrete(_AnyQuantity, ReadDiscreteInputsRequest):
+    pass
+
+
+class _AnyReadHolding(_AnyQuantity, ReadHoldingRegistersRequest):
+    pass
+
+
+class _AnyReadInput(_AnyQuantity, ReadInputRegistersRequest):
+    pass
+
+
+class _AnyWriteCoils(_AnyQuantity, WriteMultipleCoilsRequest):
+    pass
+
+
+ANY_QUANTITY = [_AnyReadCoils, _AnyReadDiscrete, _AnyReadHolding, _AnyReadInput, _AnyWriteCoils]
 
 
 class _Unit:
@@ -168,6 +207,10 @@ class _RequestHandler(ServerRequestHandler):
             return
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
+        if simulator.pace_baudrate:
+            count = getattr(request, "count", 1) or 1
+            await asyncio.sleep(wire_seconds(request.function_code, count,
+                                             simulator.pace_baudrate))
         response = await self._response(request, fault)
         response.transaction_id, response.dev_id = request.transaction_id, device_id
         if self.transport is not None:  # the client may have gone while we waited
@@ -176,6 +219,13 @@ class _RequestHandler(ServerRequestHandler):
     async def _response(self, request: ModbusPDU, fault: Fault) -> ModbusPDU:
         if fault.kind == "exception":
             return ExceptionResponse(request.function_code, fault.code)
+        simulator = self.simulator
+        count = getattr(request, "count", None)
+        if count is not None and quantity_refused(request.function_code, count,
+                                                  simulator.max_read_registers,
+                                                  simulator.max_read_bits):
+            simulator.refused_quantities += 1
+            return ExceptionResponse(request.function_code, ExcCodes.ILLEGAL_VALUE)
         try:
             return await request.datastore_update(self.server.context, request.dev_id)
         except NoSuchIdException:
@@ -217,7 +267,9 @@ class ModbusSimulator:
     def __init__(self, machines: list[Machine] | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, seed: int = 0, tick: float = 0.1, serial_port: str | None = None,
                  baudrate: int = 19200, parity: str = "N", stopbits: int = 1,
-                 framer: str = "socket", max_connections: int | None = None) -> None:
+                 framer: str = "socket", max_connections: int | None = None,
+                 max_read_registers: int = READ_REGISTERS,
+                 max_read_bits: int = READ_BITS, pace_baudrate: int | None = None) -> None:
         self.machines = machines if machines is not None else load_machines()
         self.units = {m.unit_id: _Unit(m) for m in self.machines}
         self.host = host
@@ -236,6 +288,12 @@ class ModbusSimulator:
         self.max_connections = max_connections  # TCP clients served at once (None: any)
         self.connections = 0  # TCP connections accepted
         self.refused = 0  # TCP connections closed for being over max_connections
+        # A read of more is answered with exception 3, as the spec says (a device may take
+        # fewer than the spec's 125 registers / 2,000 bits: many meters do).
+        self.max_read_registers, self.max_read_bits = max_read_registers, max_read_bits
+        self.refused_quantities = 0  # requests answered with exception 3 for their quantity
+        # Answer as late as a line of this baud rate would carry request and answer (pacing.py).
+        self.pace_baudrate = pace_baudrate
         self.arrivals: list[tuple[float, int]] = []  # (monotonic time, unit) of each request
         self._faults: dict[int | None, Fault] = {}
         self._frozen = False
@@ -266,9 +324,10 @@ class ModbusSimulator:
         server: _TcpServer | _SerialServer
         if self.serial_port:
             server = _SerialServer(placeholder, framer=FramerType.RTU, port=self.serial_port,
-                                   **self.serial)
+                                   custom_pdu=ANY_QUANTITY, **self.serial)
         else:
-            server = _TcpServer(placeholder, address=(self.host, self.port), framer=self.framer)
+            server = _TcpServer(placeholder, address=(self.host, self.port), framer=self.framer,
+                                custom_pdu=ANY_QUANTITY)
         server.simulator = self
         # Our own datastore: it answers from the models' tables.
         server.context = _Datastore(self)  # type: ignore[assignment]

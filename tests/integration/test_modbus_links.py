@@ -36,6 +36,10 @@ def device(unit_id: int, interval: str, connection: dict[str, Any],
             "tags": entry["tags"]}
 
 
+def machine_tags(unit_id: int) -> list[dict[str, Any]]:
+    return next(m["tags"] for m in register_map() if m["unit_id"] == unit_id)
+
+
 def config_of(devices: list[dict[str, Any]]) -> GatewayConfig:
     text = yaml.safe_dump({"gateway": {"id": "links-test"}, "devices": devices,
                            "sinks": {"mqtt": {"url": "mqtt://127.0.0.1:1"}}})
@@ -193,6 +197,33 @@ async def test_one_serial_line_three_units_one_silent(rtu_pty_pair: tuple[str, s
             assert error is not None and "no answer from unit 9" in error
             link = links().get(("serial", gateway_end))
             assert link is not None and link.connects == 1
+
+
+async def test_one_serial_line_three_units_every_tag_good(
+        rtu_pty_pair: tuple[str, str]) -> None:
+    """Units 1-3 daisy-chained on one RTU line: every unit's every tag reads good, with the
+    value its machine holds, over one serial port."""
+    gateway_end, plc_end = rtu_pty_pair
+    simulator = ModbusSimulator(seed=3, serial_port=plc_end, baudrate=19200)
+    simulator.freeze(True)
+    async with simulator:
+        line = {"serial": gateway_end, "baudrate": 19200, "link_delay": "2ms"}
+        config = config_of([device(u, "200ms", line) for u in (1, 2, 3)])
+        async with supervising(config) as (_, polls):
+            await until(lambda: all(polls.good(f"unit-{u}") >= 3 for u in (1, 2, 3)),
+                        "three good polls of every unit on the line")
+            link = links().get(("serial", gateway_end))
+            assert link is not None and link.connects == 1
+        for unit in (1, 2, 3):
+            batch = next(b for b in polls.batches if b[0].device == f"unit-{unit}"
+                         and all(r.quality == Quality.GOOD for r in b))
+            assert {r.tag for r in batch} == {t["name"] for t in machine_tags(unit)}
+            for reading in batch:
+                if reading.tag != "poll_sequence":
+                    held = simulator.value_of(unit, reading.tag)
+                    if isinstance(held, float):
+                        held = pytest.approx(held, rel=1e-6, abs=1e-9)
+                    assert reading.value == held, reading
 
 
 async def test_a_removed_device_leaves_the_link_to_the_others(

@@ -1,0 +1,135 @@
+"""Bus scenario: many units on one shared RTU line, the simulator pacing its answers to the
+line's byte time (a socat pty pair carries bytes at once), every device polled back to back.
+Reports readings/s, the cycle time (every unit polled once) and the bus utilisation against the
+wire's physical minimum (bytes on the wire / baud rate, with RTU's frame gaps).
+
+    python -m bench.modbus_bus [--units 10] [--baudrate 115200] [--seconds 20]
+
+Not in the CI smoke run (it needs socat and 20 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from drivers.modbus.config import ModbusDeviceConfig
+from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.planner import ReadRequest
+from gateway.models import Quality
+from simulators.modbus import ModbusSimulator
+from simulators.modbus.machines import Machine, load_machines
+from simulators.modbus.pacing import wire_seconds
+
+FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+@dataclasses.dataclass
+class Tally:
+    polls: int = 0
+    good: int = 0
+    bad: int = 0
+    wire: float = 0.0  # physical minimum of the exchanges done
+
+
+def machines(units: int) -> list[Machine]:
+    """`units` machines, unit ids 1..units, cycling through the simulator's three kinds."""
+    kinds = load_machines()
+    return [dataclasses.replace(kinds[i % len(kinds)], unit_id=i + 1) for i in range(units)]
+
+
+def device(machine: Machine, line: str, baudrate: int) -> ModbusDeviceConfig:
+    return ModbusDeviceConfig.model_validate(
+        {"name": f"unit-{machine.unit_id}", "driver": "modbus", "poll_interval": "1s",
+         "connection": {"serial": line, "baudrate": baudrate, "unit_id": machine.unit_id,
+                        "timeout": "1s"},
+         "tags": machine.tags})
+
+
+def request_wire(request: ReadRequest, baudrate: int) -> float:
+    return wire_seconds(FUNCTION[request.table], request.count, baudrate)
+
+
+async def poll(driver: ModbusDriver, until: float, tally: Tally, baudrate: int) -> None:
+    cycle_wire = sum(request_wire(r, baudrate) for r in driver.plan.requests)
+    while time.monotonic() < until:
+        readings = await driver.read()
+        tally.polls += 1
+        tally.good += sum(r.quality == Quality.GOOD for r in readings)
+        tally.bad += sum(r.quality != Quality.GOOD for r in readings)
+        tally.wire += cycle_wire
+
+
+async def measure(units: int, baudrate: int, seconds: float, gateway_end: str,
+                  plc_end: str) -> dict[str, Any]:
+    fleet = machines(units)
+    simulator = ModbusSimulator(fleet, serial_port=plc_end, baudrate=baudrate,
+                                pace_baudrate=baudrate)
+    simulator.freeze(True)
+    async with simulator:
+        drivers = [ModbusDriver(device(m, gateway_end, baudrate)) for m in fleet]
+        for driver in drivers:
+            await driver.connect()
+        tallies = [Tally() for _ in drivers]
+        try:
+            started = time.monotonic()
+            await asyncio.gather(*(poll(d, started + seconds, t, baudrate)
+                                   for d, t in zip(drivers, tallies, strict=True)))
+            elapsed = time.monotonic() - started
+        finally:
+            for driver in drivers:
+                await driver.close()
+    minimum = sum(sum(request_wire(r, baudrate) for r in d.plan.requests) for d in drivers)
+    polls = sum(t.polls for t in tallies)
+    return {"units": units, "baudrate": baudrate, "seconds": round(elapsed, 1),
+            "requests_per_cycle": sum(len(d.plan.requests) for d in drivers),
+            "readings_per_s": round(sum(t.good for t in tallies) / elapsed),
+            "bad_readings": sum(t.bad for t in tallies),
+            "cycle_ms": round(1000 * elapsed * units / polls, 1),
+            "wire_minimum_cycle_ms": round(1000 * minimum, 1),
+            "bus_utilisation": round(sum(t.wire for t in tallies) / elapsed, 3),
+            "fewest_polls_of_a_unit": min(t.polls for t in tallies)}
+
+
+def pty_pair(folder: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    a, b = folder / "ttyGW", folder / "ttyPLC"
+    proc = subprocess.Popen(["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not (a.exists() and b.exists()):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit("error: socat did not make its pty pair (is socat installed?)")
+        time.sleep(0.05)
+    return proc, str(a), str(b)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.modbus_bus", description=__doc__)
+    parser.add_argument("--units", type=int, default=10)
+    parser.add_argument("--baudrate", type=int, default=115200)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    if not 1 <= args.units <= 247 or args.baudrate < 1200 or args.seconds <= 0:
+        parser.error("--units 1..247, --baudrate >= 1200, --seconds > 0")
+    with tempfile.TemporaryDirectory() as folder:
+        proc, gateway_end, plc_end = pty_pair(Path(folder))
+        try:
+            result = asyncio.run(measure(args.units, args.baudrate, args.seconds, gateway_end,
+                                         plc_end))
+        finally:
+            proc.terminate()
+            proc.wait(5)
+    ratio = result["cycle_ms"] / result["wire_minimum_cycle_ms"]
+    print(" ".join(f"{k}={v}" for k, v in result.items()), f"cycle_vs_wire_minimum={ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Wire time of one RTU exchange, as the pacing simulator waits it out (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.modbus.busload import exchange_seconds
+from simulators.modbus.pacing import frame_bytes, wire_seconds
+
+
+def test_ten_registers_at_115200_baud() -> None:
+    assert frame_bytes(3, 10) == (8, 25)
+    assert wire_seconds(3, 10, 115200) == pytest.approx(33 * 10 / 115200 + 2 * 0.00175)
+
+
+def test_bits_are_packed_eight_to_a_byte() -> None:
+    assert frame_bytes(1, 17) == (8, 8)
+
+
+@given(st.sampled_from(["holding", "input", "coil", "discrete"]), st.integers(1, 125),
+       st.sampled_from([9600, 19200, 38400, 115200]))
+def test_agrees_with_the_drivers_bus_estimate(table: str, count: int, baudrate: int) -> None:
+    function = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}[table]
+    assert wire_seconds(function, count, baudrate) == pytest.approx(
+        exchange_seconds(table, count, baudrate))
