@@ -107,6 +107,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                   f"{cnc.endpoint}, {len(config.devices)} machines; status page "
                   f"http://127.0.0.1:{http_port}/; sinks: {sink_names(config, broker.url)}; "
                   "Ctrl-C stops", flush=True)
+            print(f"demo: watch what the broker receives: {mosquitto_sub_hint(broker.url)}",
+                  flush=True)
             log_path = workdir / "gateway.log" if workdir == demo_home() else default_log_path()
             _write_state(workdir, config, log_path)
             async with _watch(broker.url) as seen:
