@@ -103,3 +103,7 @@ def test_the_first_plc_steps_say_what_the_sinks_and_the_simulator_need() -> None
     example = (ROOT / "config" / "modbus-demo.yaml").read_text()
     assert "port: 5020" in example and "port 5020" in section
     assert "mqtt://127.0.0.1:1883" in example
+    # The file the later steps name is the one the first step makes.
+    assert "`cp config/modbus-demo.yaml my.yaml`" in section
+    assert all("my.yaml" in c for c in map(" ".join, first_plc_commands())
+               if c.split()[1] in {"check", "run", "status"})
