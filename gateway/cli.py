@@ -298,7 +298,6 @@ def _reload(args: argparse.Namespace) -> int:
     """Ask the gateway listening where the file says to reload; prints what changed. The
     gateway reloads the file it was started with, and refuses (saying which one it runs)
     when that is not the file named here."""
-    import urllib.error
     import urllib.parse
     import urllib.request
     from pathlib import Path
@@ -306,22 +305,42 @@ def _reload(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     named = urllib.parse.quote(str(Path(args.config).resolve()))
     url = f"http://{config.gateway.http.listen}/api/reload?config={named}"
+    request = urllib.request.Request(url, method="POST")
+    if (token := config.gateway.http.token) is not None:
+        request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
     try:
-        request = urllib.request.Request(url, method="POST")
-        if (token := config.gateway.http.token) is not None:
-            request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            result = json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        result = json.loads(exc.read() or b"{}")
+        result = _post_reload(request)
     except OSError as exc:
-        print(f"no gateway answers at {url}: {exc}", file=sys.stderr)
+        reason = getattr(exc, "reason", exc)
+        print(f"no gateway answers at http://{config.gateway.http.listen}/ ({reason}): is "
+              f"`gateway run --config {args.config}` running?", file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"http://{config.gateway.http.listen}/ answered, but not as a gateway: another "
+              "program has that port (gateway.http.listen)", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     if not result.get("ok"):
         for error in result.get("errors", []):
             print(f"reload refused: {error}", file=sys.stderr)
     return 0 if result.get("ok") else 1
+
+
+def _post_reload(request: Any) -> dict[str, Any]:
+    """The gateway's JSON answer, also to a refused reload (4xx/5xx); `ValueError` when the
+    body is not a gateway's (another program listens there)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read() or b"{}"
+    result = json.loads(body)
+    if not isinstance(result, dict):
+        raise ValueError("not a JSON object")
+    return result
 
 
 def _schema(args: argparse.Namespace) -> int:

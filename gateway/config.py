@@ -312,6 +312,7 @@ def _parse(text: str, source: str, env: Mapping[str, str]
            ) -> tuple[GatewayConfig, dict[Path, int]]:
     problems: list[ConfigProblem] = []
     data, lines = load_yaml(text, source, env, problems)
+    read_problems = len(problems)
     if not isinstance(data, dict):
         raise ConfigError([FileProblem("the file must be a mapping with gateway, devices and "
                                        "sinks", 1)], source)
@@ -324,8 +325,16 @@ def _parse(text: str, source: str, env: Mapping[str, str]
             return GatewayConfig(gateway=raw.gateway, devices=devices, sinks=sinks), lines
         except ValidationError as exc:
             problems += _problems_from(exc, (), lines, GatewayConfig)
+    problems = _without_consequences(problems, read_problems)
     problems.sort(key=lambda problem: problem.line or 0)
     raise ConfigError(problems, source)
+
+
+def _without_consequences(problems: list[ConfigProblem], read: int) -> list[ConfigProblem]:
+    """Drop a validation problem at a key whose reading already failed (an unset `${VAR}`
+    reads as empty, so `token` would also be called missing): it would mislead."""
+    failed = {problem.path for problem in problems[:read] if problem.path}
+    return problems[:read] + [p for p in problems[read:] if p.path not in failed]
 
 
 def _validate_devices(raw_devices: Any, lines: dict[Path, int],

@@ -91,6 +91,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     from simulators.modbus import ModbusSimulator
     from simulators.opcua import OpcUaSimulator
 
+    if args.device is not None:
+        _check_device(args.device)
     # The embedded OPC UA server warns that its (deliberately) unsecured endpoint is unsecured.
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     influx_url = args.influx_url or os.environ.get("GATEWAY_DEMO_INFLUX_URL") or None
@@ -108,6 +110,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                   f"{cnc.endpoint}, {len(config.devices)} machines; status page "
                   f"http://127.0.0.1:{http_port}/; sinks: {sink_names(config, broker.url)}; "
                   "Ctrl-C stops", flush=True)
+            print(f"demo: watch what the broker receives: {mosquitto_sub_hint(broker.url)}",
+                  flush=True)
             log_path = workdir / "gateway.log" if workdir == demo_home() else default_log_path()
             _write_state(workdir, config, log_path)
             async with _watch(broker.url) as seen:
@@ -217,6 +221,16 @@ async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, 
           f"device: {_topics_per_device(seen)}", flush=True)
     if live:
         print(f"demo: the log of this run is in {log_path}", flush=True)
+
+
+def _check_device(name: str) -> None:
+    """`--device` names one of the demo's machines; an unknown one would show an empty view."""
+    from simulators.modbus import register_map
+
+    known = [machine["name"] for machine in register_map()] + ["cnc-01"]
+    if name not in known:
+        raise GatewayError(f"--device {name}: the demo has no such device; its devices are "
+                           f"{', '.join(known)}")
 
 
 def mosquitto_sub_hint(broker_url: str) -> str:

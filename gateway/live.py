@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from gateway.live_layout import (
 )
 
 if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
     from gateway.state import GatewayState
 
 QUALITY_STYLE = {"good": "green", "uncertain": "yellow", "bad": "bold red"}
@@ -85,9 +86,22 @@ def logs_to_file(path: Path) -> Iterator[LogTail]:
 
 
 def tag_rows(gateway: GatewayState) -> list[TagRow]:
-    return [TagRow(device, tag, format_value(r.value), r.unit or "", r.quality.value,
-                   r.source_ts.strftime("%H:%M:%S.%f")[:-3])
+    enums = _enums_of(gateway.config)
+    return [TagRow(device, tag, format_value(r.value, enum=enums.get((device, tag))),
+                   r.unit or "", r.quality.value, r.source_ts.strftime("%H:%M:%S.%f")[:-3])
             for (device, tag), r in gateway.tags.latest.items()]
+
+
+_enum_cache: list[tuple[GatewayConfig, dict[tuple[str, str], Mapping[int, str]]]] = []
+
+
+def _enums_of(config: GatewayConfig) -> Mapping[tuple[str, str], Mapping[int, str]]:
+    """(device, tag) -> value texts of the `enum:` tags; derived once per config (a reload
+    brings a new one), not on every frame."""
+    if not _enum_cache or _enum_cache[0][0] is not config:
+        _enum_cache[:] = [(config, {(d.name, t.name): t.enum for d in config.devices
+                                    for t in d.declared_tags() if t.enum})]
+    return _enum_cache[0][1]
 
 
 def summary_parts(gateway: GatewayState, now: float) -> tuple[list[str], list[str]]:
@@ -260,8 +274,12 @@ async def _first(*events: asyncio.Event) -> None:
             wait.cancel()
 
 
-def format_value(value: object, max_items: int = 6) -> str:
-    """A value as a table cell: floats to 3 decimals, an array as a short list with its length."""
+def format_value(value: object, max_items: int = 6,
+                 enum: Mapping[int, str] | None = None) -> str:
+    """A value as a table cell: floats to 3 decimals, an array as a short list with its length,
+    an enumeration's code with its text (`3 holding`), as on the status page."""
+    if enum and isinstance(value, int) and not isinstance(value, bool) and value in enum:
+        return f"{value} {enum[value]}"
     if isinstance(value, float):
         return f"{value:.3f}"
     if isinstance(value, tuple | list):

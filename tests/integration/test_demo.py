@@ -35,6 +35,11 @@ def test_demo_publishes_every_simulated_tag_to_its_embedded_broker() -> None:
     received = int(re.search(r"the broker received (\d+) messages", output)[1])  # type: ignore[index]
     assert received >= 3 * 32, output[-2000:]  # 32 Modbus tags, polled every second for 4 s
     assert re.search(r"\((4[3-9]|[5-9]\d) topics\)", output), "every tag has its topic"
+    # Without the live view (piped, --no-live) the top lines still say where to look next.
+    hint = re.search(r"demo: watch what the broker receives: (mosquitto_sub -h 127\.0\.0\.1 "
+                     r"-p (\d+) -t '[^']+/#' -v)", output)
+    assert hint, output[:2000]
+    assert f"embedded broker at mqtt://127.0.0.1:{hint[2]})" in output
 
 
 def test_demo_includes_the_opcua_cnc() -> None:

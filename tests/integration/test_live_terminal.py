@@ -142,3 +142,24 @@ def test_keys_page_and_filter_to_one_device(demo_terminal: Terminal) -> None:
     term.pump(0.5)
     assert "demo: stopped" in term.raw.decode(errors="replace")
     assert term.process.returncode == 0
+
+
+def test_device_option_starts_the_view_on_that_device() -> None:
+    terminal = Terminal([sys.executable, "-m", "gateway", "demo", "--duration", "60",
+                         "--mqtt-port", "0", "--http-port", "0", "--device", "packer-03"])
+    try:
+        terminal.wait_for(lambda: "[device packer-03]" in terminal.text()
+                          and len(tag_rows(terminal.lines())) >= 5, 60, "packer-03's tags")
+        assert {device for device, _ in tag_rows(terminal.lines())} == {"packer-03"}
+    finally:
+        terminal.close()
+
+
+def test_an_unknown_device_is_one_line_naming_the_demos_devices() -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "5",
+                             "--mqtt-port", "0", "--http-port", "0", "--device", "packer-3"],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --device packer-3: the demo has no such device; its devices are press-01, "
+        "moulding-02, packer-03, cnc-01"], result.stderr

@@ -168,3 +168,36 @@ def test_reload_of_another_file_is_refused_naming_the_running_one(
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert same.returncode == 0, same.stdout + same.stderr
     assert json.loads(same.stdout)["changes"]["added"] == ["box-r"]
+
+
+def test_reload_with_no_gateway_running_says_so_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    port = free_port()
+    config.write_text(config_text(tmp_path, port, ["box-a"]))
+    result = gateway_cli("reload", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"no gateway answers at http://127.0.0.1:{port}/ ([Errno 111] Connection refused): "
+        f"is `gateway run --config {config}` running?"], result.stderr
+
+
+def test_reload_against_another_program_on_the_port_is_one_line(tmp_path: Path) -> None:
+    """A web server that is not a gateway (an HTML 404) gets no traceback."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(config_text(tmp_path, server.server_address[1], ["box-a"]))
+        result = gateway_cli("reload", "--config", str(config))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"http://127.0.0.1:{server.server_address[1]}/ answered, but not as a gateway: another "
+        "program has that port (gateway.http.listen)"], result.stderr

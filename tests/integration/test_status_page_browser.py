@@ -270,3 +270,50 @@ async def test_page_asks_for_the_token_when_the_gateway_needs_one(
         assert hidden is True
         charting = await asyncio.to_thread(browser.execute_script, "return typeof uPlot")
         assert charting == "function"  # the vendored library loads without the token
+
+
+REASONS = {0: "running", 1: "no material", 2: "changeover", 3: "no operator", 11: "jam",
+           12: "overload"}
+
+
+async def test_an_enumeration_shows_its_text_next_to_the_number(
+        browser: Any, tmp_path: Path) -> None:
+    """A Modbus state code reads `0 running` on the page, not a bare `0` (issue 15, item 3)."""
+    http_port = free_port()
+    async with ModbusSimulator(port=0, seed=2) as simulator:
+        text = f"""
+gateway:
+  id: enum-test
+  buffer: {{path: {tmp_path / 'buffer.db'}}}
+  http: {{listen: "127.0.0.1:{http_port}"}}
+devices:
+  - name: packer-03
+    driver: modbus
+    poll_interval: 200ms
+    connection: {{host: 127.0.0.1, port: {simulator.port}, unit_id: 3}}
+    tags:
+      - {{name: stop_reason, table: holding, address: 10, type: uint16,
+         enum: {{0: running, 1: no material, 2: changeover, 3: no operator, 11: jam,
+                12: overload}}}}
+sinks:
+  mqtt: {{url: "mqtt://127.0.0.1:{free_port()}"}}
+"""
+        gateway = Gateway(parse_config(text, env={}))
+        stop = asyncio.Event()
+        task = asyncio.create_task(gateway.run(stop))
+        try:
+            deadline = time.monotonic() + 20
+            while not (gateway.status_server and gateway.status_server.port):
+                assert time.monotonic() < deadline and not task.done(), "no status server"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(browser.get, f"http://127.0.0.1:{http_port}/")
+            table = await eventually(browser, TABLE_JS, lambda t: len(t) == 1 and
+                                     t[0]["cells"][4] == "good")
+            label = await asyncio.to_thread(browser.execute_script, "return document"
+                                            ".querySelector('#tags tbody td.value .enum')"
+                                            ".innerText")
+            number = table[0]["cells"][2].removesuffix(label)
+            assert int(number) in REASONS and label == REASONS[int(number)], table[0]["cells"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)

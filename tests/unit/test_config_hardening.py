@@ -388,6 +388,18 @@ def test_an_unset_variable_in_a_flow_mapping_names_its_line() -> None:
     assert only_problem(text)[:2] == (3, "sinks.mqtt.password")
 
 
+
+def test_an_unset_token_is_named_once_not_also_called_missing() -> None:
+    """`token: ${T}` unset reads as empty; "set a token" on top would send the reader to the
+    file instead of the environment (deploy/gateway.yaml on a first `gateway check`)."""
+    text = ("gateway: {id: a, http: {listen: '0.0.0.0:8080', token: '${T}'}}\n"
+            "sinks: {mqtt: {url: 'mqtt://h:1883'}}\n")
+    line, path, message = only_problem(text)[:3]
+    assert (line, path) == (1, "gateway.http.token")
+    assert "environment variable T is not set" in message
+    assert "at least 16 characters" in only_problem(text, {"T": "short"})[2]
+
+
 # --- the machine: buffer path, certificates, ports ------------------------------------------
 
 

@@ -4,6 +4,7 @@ two quick-start commands are there exactly, and the long sections live in docs/.
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -69,3 +70,40 @@ def test_the_license_is_the_apache_2_text_pyproject_names() -> None:
     assert "END OF TERMS AND CONDITIONS" in text
     license_field = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
     assert "Apache-2.0" in str(license_field)
+
+
+def first_plc_commands() -> list[list[str]]:
+    """The `.venv/bin/...` commands of the README's "Your first PLC" steps, as argv lists."""
+    section = README.split("## Your first PLC")[1].split("\n## ")[0]
+    commands = re.findall(r"`\.venv/bin/([^`]+)`", section)
+    return [shlex.split(command) for command in commands]
+
+
+def test_every_first_plc_command_exists_with_its_options() -> None:
+    """A step the newcomer types must parse: the command, its subcommand and every option."""
+    from gateway.cli import _parser as gateway_parser
+    from simulators.__main__ import _parser as simulators_parser
+
+    commands = first_plc_commands()
+    assert {c[0] for c in commands} == {"gateway", "python"}
+    assert {c[1] for c in commands if c[0] == "gateway"} >= {"discover", "check", "run", "status"}
+    for argv in commands:
+        if argv[0] == "gateway":
+            gateway_parser().parse_args(argv[1:])
+        else:
+            assert argv[1:3] == ["-m", "simulators"], argv
+            simulators_parser().parse_args(argv[3:])
+
+
+def test_the_first_plc_steps_say_what_the_sinks_and_the_simulator_need() -> None:
+    """Without a broker `gateway run` retries forever; without a PLC there is the simulator,
+    on the port the example config polls."""
+    section = README.split("## Your first PLC")[1].split("\n## ")[0]
+    assert "apt install mosquitto" in section and "delete `influxdb:`" in section
+    example = (ROOT / "config" / "modbus-demo.yaml").read_text()
+    assert "port: 5020" in example and "port 5020" in section
+    assert "mqtt://127.0.0.1:1883" in example
+    # The file the later steps name is the one the first step makes.
+    assert "`cp config/modbus-demo.yaml my.yaml`" in section
+    assert all("my.yaml" in c for c in map(" ".join, first_plc_commands())
+               if c.split()[1] in {"check", "run", "status"})
