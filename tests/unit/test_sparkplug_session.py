@@ -141,3 +141,29 @@ def test_forget_drops_devices_removed_by_a_reload() -> None:
     state.apply([good("a", 1, device="y")], set(), LIVE_SINCE)
     state.forget({"y"})
     assert [b.device for b in state.births()] == ["y"]
+
+
+def test_a_cycle_across_the_session_start_flags_only_its_older_readings() -> None:
+    state = NodeState()
+    state.apply([good("a", 1), good("b", 1), good("c", 1)], {"a", "b", "c"}, LIVE_SINCE)
+    old = TS - timedelta(seconds=2)
+    step = state.apply([good("a", 2, old), good("b", 2, TS), good("c", 2, old)],
+                       {"a", "b", "c"}, LIVE_SINCE)[0]
+    assert isinstance(step, Data) and step.historical == (True, False, True)
+
+
+def test_a_first_reading_bad_and_the_rest_good_is_data_not_a_death() -> None:
+    state = NodeState()
+    state.apply([good("a", 1), good("b", 2)], {"a", "b"}, LIVE_SINCE)
+    step = state.apply([bad("a"), good("b", 3)], {"a", "b"}, LIVE_SINCE)
+    assert [type(s) for s in step] == [Data]
+
+
+def test_a_tag_seen_while_down_gives_a_dbirth_with_it_when_back() -> None:
+    state = NodeState()
+    state.apply([good("a", 1)], {"a", "b"}, LIVE_SINCE)
+    state.apply([bad("a"), bad("b")], {"a", "b"}, LIVE_SINCE)
+    back = state.apply([good("a", 2), good("b", 3)], {"a", "b"}, LIVE_SINCE)[0]
+    assert isinstance(back, Birth) and {r.tag for r in back.readings} == {"a", "b"}
+    step = state.apply([good("a", 4), good("b", 5)], {"a", "b"}, LIVE_SINCE)[0]
+    assert isinstance(step, Data)

@@ -156,6 +156,15 @@ def is_unreachable(cycle: Sequence[Reading], known_tags: Collection[str]) -> boo
     return all(tag in tags for tag in known_tags)
 
 
+def _historical(cycle: Sequence[Reading], live_since_ms: int) -> tuple[bool, ...]:
+    """Which readings are older than the session. The readings of one poll share their
+    timestamp, so each distinct one is converted once."""
+    stamps = {r.source_ts for r in cycle}
+    if all(epoch_ms(ts) >= live_since_ms for ts in stamps):
+        return (False,) * len(cycle)
+    return tuple(epoch_ms(r.source_ts) < live_since_ms for r in cycle)
+
+
 class NodeState:
     """The devices as the current session has published them."""
 
@@ -178,16 +187,21 @@ class NodeState:
         """What one device cycle (one reading per tag at most) becomes. `known_tags`: every
         tag of the device the config knows; readings older than `live_since_ms` (the session's
         start) are historical."""
-        name = cycle[0].device
-        device = self.devices.setdefault(name, DeviceState())
-        if is_unreachable(cycle, {*known_tags, *device.newest}):
+        first = cycle[0]
+        name = first.device
+        device = self.devices.get(name) or self.devices.setdefault(name, DeviceState())
+        # Every reading bad is the cheap half of is_unreachable: try it on the first one only.
+        if first.quality is Quality.BAD and is_unreachable(
+                cycle, {*known_tags, *device.newest}):
             return self._went_down(name, device, cycle)
         device.down = False
-        for reading in cycle:
-            device.newest[reading.tag] = reading
-        if device.born_tags is None or any(r.tag not in device.born_tags for r in cycle):
+        newest = device.newest
+        newest.update([(r.tag, r) for r in cycle])
+        # `newest` only grows and `born_tags` is what it held at the birth, so a tag born
+        # since shows as a longer `newest`.
+        if device.born_tags is None or len(newest) != len(device.born_tags):
             return [self._birth(name, device)]
-        historical = tuple(epoch_ms(r.source_ts) < live_since_ms for r in cycle)
+        historical = _historical(cycle, live_since_ms)
         if all(historical):
             device.behind.update(r.tag for r in cycle)
             return [Data(name, tuple(cycle), historical)]

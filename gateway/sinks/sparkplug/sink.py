@@ -104,6 +104,9 @@ class SparkplugSink(Sink):
         self._client_id = config.client_id or f"shopfloor-{gateway_id}-sparkplug"
         self._aliases = AliasTable()
         self._specs: dict[tuple[str, str], sp.MetricSpec] = {}
+        self._device_specs: dict[str, dict[str, sp.MetricSpec]] = {}
+        """The same specs by device, then tag: a DDATA looks its metrics up without a key
+        tuple or a call per reading."""
         self._device_topics: dict[tuple[str, str], str] = {}
         self._seq = SequenceCounter()
         self._state = NodeState()
@@ -218,6 +221,7 @@ class SparkplugSink(Sink):
         readings (aliases stay)."""
         super().update_contexts(contexts)
         self._specs.clear()
+        self._device_specs.clear()
         self._state.forget(contexts)
         for device in self._state.devices.values():
             device.born_tags = None
@@ -268,9 +272,11 @@ class SparkplugSink(Sink):
 
     def _emit(self, step: Step) -> None:
         if isinstance(step, Data):
+            specs = self._device_specs.get(step.device) or {}
+            spec = self._spec
             payload, mismatched = sp.device_data(self._seq.take(), now_ms(), [
-                (r, self._spec(r), h) for r, h in zip(step.readings, step.historical,
-                                                      strict=True)])
+                (r, specs.get(r.tag) or spec(r), h)
+                for r, h in zip(step.readings, step.historical, strict=True)])
             self._publish(self._device_topic("DDATA", step.device), payload)
             self._count_mismatches(step.readings, mismatched)
         elif isinstance(step, Birth):
@@ -293,6 +299,7 @@ class SparkplugSink(Sink):
                                  sp.datatype_of(type_name, reading.value))
             if type_name or reading.value is not None:  # a bad first reading decides nothing
                 self._specs[key] = spec
+                self._device_specs.setdefault(reading.device, {})[reading.tag] = spec
         return spec
 
     def _count_mismatches(self, readings: Sequence[Reading], mismatched: int) -> None:
