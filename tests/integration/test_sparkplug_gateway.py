@@ -117,7 +117,7 @@ def host_on(broker: Mosquitto, hosts: list[SparkplugHost], persistent: bool = Fa
 
 
 async def until(host: SparkplugHost, predicate: Callable[[SparkplugHost], bool], what: str,
-                rig: SparkplugRig, timeout: float = 30.0) -> None:
+                rig: SparkplugRig, timeout: float = 90.0) -> None:
     try:
         await asyncio.to_thread(host.wait, predicate, timeout, what)
     except AssertionError as exc:

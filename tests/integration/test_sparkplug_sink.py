@@ -61,7 +61,7 @@ def make_sink(url: str, state_dir: Path, counters: Counters | None = None,
                          counters=counters or Counters())
 
 
-async def live(sink: SparkplugSink, timeout: float = 15.0) -> SparkplugSink:
+async def live(sink: SparkplugSink, timeout: float = 60.0) -> SparkplugSink:
     deadline = time.monotonic() + timeout
     while not sink.connected:
         if time.monotonic() > deadline:
@@ -96,7 +96,7 @@ def host_for(request: pytest.FixtureRequest) -> Iterator[Callable[[Mosquitto], S
 
 
 async def until(host: SparkplugHost, predicate: Callable[[SparkplugHost], bool],
-                what: str, timeout: float = 15.0) -> None:
+                what: str, timeout: float = 60.0) -> None:
     await asyncio.to_thread(host.wait, predicate, timeout, what)
 
 
