@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from typing import Any
@@ -67,6 +68,30 @@ class EmbeddedBroker:
         try:
             if self._broker is not None:
                 broker, self._broker = self._broker, None
-                await broker.shutdown()
+                await _shutdown(broker, SHUTDOWN_TIMEOUT)
         finally:
             logging.getLogger("asyncio").removeFilter(self._quiet)
+
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+async def _shutdown(broker: Broker, timeout: float) -> None:
+    """amqtt's orderly shutdown, or past `timeout` its sockets closed by force.
+
+    Why: amqtt 0.12's shutdown can wait forever on a client handler's reader task (seen in an
+    hour-long drill: the broker "killed" for the broker fault never let go of its clients, so
+    the drill hung while the gateway went on publishing to it). The sockets are taken before
+    the shutdown starts, since it forgets its sessions first."""
+    servers = [s.instance for s in broker._servers.values() if getattr(s, "instance", None)]
+    writers = [getattr(handler.writer, "_writer", None)
+               for _, handler in broker._sessions.values()]
+    try:
+        await asyncio.wait_for(broker.shutdown(), timeout)
+    except TimeoutError:
+        log.warning("embedded MQTT broker: shutdown took over %gs; closing its sockets", timeout)
+        for server in servers:
+            server.close()
+        for writer in writers:
+            if writer is not None:
+                writer.transport.abort()

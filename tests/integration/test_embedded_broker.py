@@ -112,3 +112,30 @@ async def test_embedded_broker_frees_its_port_on_exit() -> None:
     assert listening_sockets(port) == set()
     async with EmbeddedBroker(port=port):  # the demo can start again on the same port
         pass
+
+
+async def test_a_shutdown_that_hangs_still_closes_the_brokers_sockets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """amqtt's shutdown waiting forever on a client (seen in an hour-long drill): past the
+    timeout the listener and every client connection are closed by force."""
+    import gateway.broker
+
+    async def never_returns(self: object) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(gateway.broker, "SHUTDOWN_TIMEOUT", 1.0)
+    counters = Counters()
+    broker = await EmbeddedBroker(port=0).__aenter__()
+    sink = await connected_sink(broker.url, counters)
+    try:
+        assert broker._broker is not None
+        monkeypatch.setattr(type(broker._broker), "shutdown", never_returns)
+        await asyncio.wait_for(broker.__aexit__(None, None, None), 20)
+        deadline = time.monotonic() + 20
+        while sink.connected:
+            assert time.monotonic() < deadline, "the client kept its connection"
+            await asyncio.sleep(0.05)
+    finally:
+        await sink.close()
+    with pytest.raises(ConnectionRefusedError):  # the listener is closed, as if killed
+        await asyncio.open_connection("127.0.0.1", broker.port)

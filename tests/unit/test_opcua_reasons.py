@@ -1,6 +1,8 @@
 """Reasons for exceptions without text, and which asyncua records count as a session's end."""
 
+import errno
 import logging
+import socket
 
 import pytest
 from hypothesis import given
@@ -72,3 +74,14 @@ def test_the_filter_drops_session_end_noise_and_keeps_everything_else(
                                    ConnectionError("Connection is closed")))
     assert keep.filter(_record("Publish iteration crashed; retrying in 1s", ValueError("bug")))
     assert "Connection is closed" in caplog.text  # still there at debug, without traceback
+
+
+def test_cannot_get_there_is_said_in_plain_words_keeping_the_original() -> None:
+    refused = OSError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 4999)")
+    text = reason(refused)
+    assert text.startswith("connection refused: nothing listens on that port")
+    assert "Connect call failed ('127.0.0.1', 4999)" in text
+    assert reason(ConnectionRefusedError(errno.ECONNREFUSED, "x")).startswith("connection refused")
+    assert reason(OSError(errno.EHOSTUNREACH, "No route to host")).startswith("no route")
+    assert reason(socket.gaierror(-2, "Name or service not known")).startswith("unknown host")
+    assert reason(OSError(errno.EACCES, "Permission denied")) == "[Errno 13] Permission denied"
