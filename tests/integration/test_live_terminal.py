@@ -138,7 +138,7 @@ def test_keys_page_and_filter_to_one_device(demo_terminal: Terminal) -> None:
     device = re.search(r"\[device ([\w-]+)\]", term.text())[1]  # type: ignore[index]
     assert {d for d, _ in tag_rows(term.lines())} == {device}
     term.press("q")
-    term.wait_for(lambda: term.process.poll() is not None, 30, "the demo ending on q")
+    term.wait_for(lambda: term.process.poll() is not None, 90, "the demo ending on q")
     term.pump(0.5)
     assert "demo: stopped" in term.raw.decode(errors="replace")
     assert term.process.returncode == 0

@@ -15,7 +15,7 @@ from gateway.metrics import Counters
 from gateway.sinks.mqtt import MqttSink, expects_tls
 from tests.fixtures_mqtt import Mosquitto, TlsBroker
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def sink_for(url: str) -> MqttSink:

@@ -13,7 +13,7 @@ from gateway.models import Quality, Reading
 from simulators.opcua import OpcUaSimulator
 from simulators.opcua.server import NS_URI
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 T = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 # (name, variant type, server value, expected Reading.value)

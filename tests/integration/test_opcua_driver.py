@@ -10,7 +10,7 @@ from simulators.opcua import OpcUaSimulator
 from simulators.opcua.server import TYPED
 from tests.tcp_proxy import SilentableProxy
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 EXPECTED = {
     "Types_Boolean": True, "Types_SByte": -5, "Types_Byte": 200, "Types_Int16": -300,

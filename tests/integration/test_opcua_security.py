@@ -20,7 +20,7 @@ from gateway.models import Quality, Reading
 from simulators.opcua import OpcUaSimulator
 from simulators.opcua.security import SimulatorSecurity
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture

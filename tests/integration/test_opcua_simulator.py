@@ -16,7 +16,7 @@ from gateway.errors import DeviceUnreachable
 from gateway.models import Quality
 from simulators.opcua import OpcUaSimulator
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[2]
 
 

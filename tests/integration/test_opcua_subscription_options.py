@@ -18,7 +18,7 @@ from gateway.models import Quality, Reading
 from simulators.opcua import OpcUaSimulator
 from simulators.opcua.server import TYPED
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def make(endpoint: str, mode: str, tags: list[dict[str, Any]], **device: Any) -> OpcUaDriver:

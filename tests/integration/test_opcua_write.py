@@ -13,7 +13,7 @@ from drivers.opcua.driver import OpcUaDriver
 from gateway.errors import WriteRefused
 from simulators.opcua import OpcUaSimulator
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SPEED = "ns=2;s=Cnc.Setpoints.SpindleSpeed"
 OVERRIDE = "ns=2;s=Cnc.Setpoints.SpindleOverride"

@@ -71,7 +71,7 @@ def running_gateway(tmp_path: Path, hoststats_plugin: None) -> Iterator[tuple[Pa
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: devices_seen(port) == {"box-a"}, 20, "box-a's values")
+        wait_for(lambda: devices_seen(port) == {"box-a"}, 60, "box-a's values")
         yield config, port, proc
     finally:
         proc.send_signal(signal.SIGTERM)

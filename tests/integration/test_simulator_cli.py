@@ -19,7 +19,7 @@ from drivers.opcua.config import OpcUaConnection
 from drivers.opcua.session import SecurityRejected, open_client
 from tests.procs import free_port, port_open, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 def test_simulator_cli_answers_and_exits_zero_on_sigterm() -> None:

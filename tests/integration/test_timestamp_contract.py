@@ -22,7 +22,7 @@ from simulators.opcua import OpcUaSimulator
 from tests.fixtures_influx import InfluxV1Server
 from tests.fixtures_mqtt import Mosquitto
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SOURCE_TS = datetime(2026, 3, 4, 5, 6, 7, 123457, tzinfo=UTC)
 
