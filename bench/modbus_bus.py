@@ -3,7 +3,10 @@ line's byte time (a socat pty pair carries bytes at once), every device polled b
 Reports readings/s, the cycle time (every unit polled once) and the bus utilisation against the
 wire's physical minimum (bytes on the wire / baud rate, with RTU's frame gaps).
 
-    python -m bench.modbus_bus [--units 10] [--baudrate 115200] [--seconds 20]
+    python -m bench.modbus_bus [--units 10] [--baudrate 115200] [--seconds 20] [--separate]
+
+`--separate` runs the simulator in its own process, so that the cycle measures the gateway's
+own overhead rather than both ends sharing one event loop and core.
 
 Not in the CI smoke run (it needs socat and 20 s).
 """
@@ -12,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +73,50 @@ async def poll(driver: ModbusDriver, until: float, tally: Tally, baudrate: int) 
         tally.wire += cycle_wire
 
 
-async def measure(units: int, baudrate: int, seconds: float, gateway_end: str,
-                  plc_end: str) -> dict[str, Any]:
-    fleet = machines(units)
-    simulator = ModbusSimulator(fleet, serial_port=plc_end, baudrate=baudrate,
+def paced_simulator(units: int, plc_end: str, baudrate: int) -> ModbusSimulator:
+    simulator = ModbusSimulator(machines(units), serial_port=plc_end, baudrate=baudrate,
                                 pace_baudrate=baudrate)
     simulator.freeze(True)
-    async with simulator:
+    return simulator
+
+
+async def serve(units: int, baudrate: int, plc_end: str) -> None:
+    """The paced simulator alone (`--serve`), until SIGTERM: in its own process, it does not
+    share the gateway's event loop and core."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with paced_simulator(units, plc_end, baudrate):
+        print("ready", flush=True)
+        await stop.wait()
+
+
+@contextlib.asynccontextmanager
+async def simulator_on(plc_end: str, units: int, baudrate: int,
+                       separate: bool) -> AsyncIterator[None]:
+    """The paced simulator on `plc_end`: in this event loop, or in a child process."""
+    if not separate:
+        async with paced_simulator(units, plc_end, baudrate):
+            yield
+        return
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.modbus_bus", "--serve", plc_end, "--units", str(units),
+        "--baudrate", str(baudrate), stdout=asyncio.subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 30)
+        if line.strip() != b"ready":
+            raise SystemExit("error: the simulator process did not start")
+        yield
+    finally:
+        if child.returncode is None:
+            child.terminate()
+        await asyncio.wait_for(child.wait(), 10)
+
+
+async def measure(units: int, baudrate: int, seconds: float, gateway_end: str,
+                  plc_end: str, separate: bool = False) -> dict[str, Any]:
+    fleet = machines(units)
+    async with simulator_on(plc_end, units, baudrate, separate):
         drivers = [ModbusDriver(device(m, gateway_end, baudrate)) for m in fleet]
         for driver in drivers:
             await driver.connect()
@@ -87,7 +131,8 @@ async def measure(units: int, baudrate: int, seconds: float, gateway_end: str,
                 await driver.close()
     minimum = sum(sum(request_wire(r, baudrate) for r in d.plan.requests) for d in drivers)
     polls = sum(t.polls for t in tallies)
-    return {"units": units, "baudrate": baudrate, "seconds": round(elapsed, 1),
+    return {"units": units, "baudrate": baudrate, "separate": separate,
+            "seconds": round(elapsed, 1),
             "requests_per_cycle": sum(len(d.plan.requests) for d in drivers),
             "readings_per_s": round(sum(t.good for t in tallies) / elapsed),
             "bad_readings": sum(t.bad for t in tallies),
@@ -115,14 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=10)
     parser.add_argument("--baudrate", type=int, default=115200)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--separate", action="store_true",
+                        help="run the simulator in its own process (the gateway's own share)")
+    parser.add_argument("--serve", metavar="PTY", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(serve(args.units, args.baudrate, args.serve))
+        return 0
     if not 1 <= args.units <= 247 or args.baudrate < 1200 or args.seconds <= 0:
         parser.error("--units 1..247, --baudrate >= 1200, --seconds > 0")
     with tempfile.TemporaryDirectory() as folder:
         proc, gateway_end, plc_end = pty_pair(Path(folder))
         try:
             result = asyncio.run(measure(args.units, args.baudrate, args.seconds, gateway_end,
-                                         plc_end))
+                                         plc_end, args.separate))
         finally:
             proc.terminate()
             proc.wait(5)

@@ -28,7 +28,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from simulators.modbus.encoding import to_registers
 from simulators.modbus.limits import READ_BITS, READ_REGISTERS, quantity_refused
 from simulators.modbus.machines import SETPOINTS, Machine, load_machines
-from simulators.modbus.pacing import wire_seconds
+from simulators.modbus.pacing import sleep_until, wire_seconds
 from simulators.modbus.schedule import Schedule
 from simulators.ports import free_port
 
@@ -195,8 +195,9 @@ class _RequestHandler(ServerRequestHandler):
 
     async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None) -> None:
         simulator, device_id = self.simulator, request.dev_id
+        arrived = time.monotonic()
         simulator.requests[device_id] += 1
-        simulator.arrivals.append((time.monotonic(), device_id))
+        simulator.arrivals.append((arrived, device_id))
         fault = simulator.fault_of(device_id)
         if device_id not in simulator.units and simulator.framer == FramerType.RTU:
             return  # nobody on the line has that address (a TCP server answers exception 11)
@@ -208,9 +209,10 @@ class _RequestHandler(ServerRequestHandler):
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
         if simulator.pace_baudrate:
+            # The answer's last byte leaves the line at arrival + both frames' wire time.
             count = getattr(request, "count", 1) or 1
-            await asyncio.sleep(wire_seconds(request.function_code, count,
-                                             simulator.pace_baudrate))
+            await sleep_until(arrived + wire_seconds(request.function_code, count,
+                                                     simulator.pace_baudrate))
         response = await self._response(request, fault)
         response.transaction_id, response.dev_id = request.transaction_id, device_id
         if self.transport is not None:  # the client may have gone while we waited
