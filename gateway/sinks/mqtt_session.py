@@ -14,13 +14,15 @@ import ssl
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import SecretStr
 
 from gateway import __version__
 from gateway.config import MqttSinkConfig
@@ -54,6 +56,60 @@ def expects_tls(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
     return first in TLS_RECORDS
 
 
+@dataclass(frozen=True)
+class BrokerAddress:
+    """A broker URL taken apart: where to connect, the URL safe to log (credentials in the URL,
+    mqtt://user:pw@host, never reach a log line) and those credentials."""
+
+    host: str
+    port: int
+    url: str
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return cls(host, port, f"{parts.scheme}://{host}:{port}",
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
+
+
+class BrokerLogin(Protocol):
+    """The settings every MQTT sink's config has for reaching its broker."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> SecretStr | None: ...
+    @property
+    def ca(self) -> str | None: ...
+    @property
+    def cert(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def insecure(self) -> bool: ...
+
+
+def log_in(client: mqtt.Client, config: BrokerLogin, address: BrokerAddress) -> None:
+    """The client's credentials (the config's user, else the URL's) and TLS for mqtts://."""
+    username, password = address.username, address.password
+    if config.username:
+        username = config.username
+        password = config.password.get_secret_value() if config.password else None
+    if username:
+        client.username_pw_set(username, password)
+    if config.url.startswith("mqtts://"):
+        client.tls_set(ca_certs=config.ca, certfile=config.cert, keyfile=config.key,
+                       cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_insecure_set(config.insecure)
+
+
 class MqttSession:
     """Connects on `start()` and keeps reconnecting (1-30 s) until `close()`."""
 
@@ -61,13 +117,8 @@ class MqttSession:
         self.config = config
         self.gateway_id = gateway_id
         self.status_topic = status_topic
-        url = urlsplit(config.url)
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        # Credentials in the URL (mqtt://user:pw@host) never reach a log line.
-        self.url = f"{url.scheme}://{self.host}:{self.port}"
-        self._url_credentials = (unquote(url.username) if url.username else None,
-                                 unquote(url.password) if url.password else None)
+        self.address = BrokerAddress.parse(config.url)
+        self.host, self.port, self.url = self.address.host, self.address.port, self.address.url
         self.mqtt5 = config.protocol == "5"
         self.connected = False
         self.on_connected: Callable[[], None] = lambda: None  # paho's thread
@@ -93,16 +144,7 @@ class MqttSession:
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=config.client_id or f"shopfloor-{self.gateway_id}",
                              protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311)
-        username, password = self._url_credentials
-        if config.username:
-            username = config.username
-            password = config.password.get_secret_value() if config.password else None
-        if username:
-            client.username_pw_set(username, password)
-        if config.url.startswith("mqtts://"):
-            client.tls_set(ca_certs=config.ca, certfile=config.cert, keyfile=config.key,
-                           cert_reqs=ssl.CERT_REQUIRED)
-            client.tls_insecure_set(config.insecure)
+        log_in(client, config, self.address)
         client.will_set(self.status_topic, self.status("offline"), qos=1, retain=True)
         # paho 2.2 silently loses QoS 1 messages past 65,535 queued: cap the queue well below.
         client.max_queued_messages_set(config.max_queued_messages)

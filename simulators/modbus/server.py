@@ -78,14 +78,19 @@ class _AnyWriteCoils(_AnyQuantity, WriteMultipleCoilsRequest):
 ANY_QUANTITY = [_AnyReadCoils, _AnyReadDiscrete, _AnyReadHolding, _AnyReadInput, _AnyWriteCoils]
 
 
+def empty_tables(size: int = TABLE_SIZE) -> dict[str, list[Any]]:
+    """A unit's four Modbus tables of `size` addresses, every one zero (registers) or off
+    (bits)."""
+    return {"holding": [0] * size, "input": [0] * size,
+            "coil": [False] * size, "discrete": [False] * size}
+
+
 class _Unit:
     """One machine's four tables, filled from its model through the register map."""
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self.tables: dict[str, list[Any]] = {
-            "holding": [0] * TABLE_SIZE, "input": [0] * TABLE_SIZE,
-            "coil": [False] * TABLE_SIZE, "discrete": [False] * TABLE_SIZE}
+        self.tables = empty_tables()
         self.sequence = 0
         self.sequence_tag = next((t for t in machine.tags if t["name"] == SEQUENCE_TAG), None)
 

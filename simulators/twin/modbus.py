@@ -15,7 +15,12 @@ from typing import Any
 from pymodbus.constants import ExcCodes
 
 from simulators.modbus.encoding import to_registers
-from simulators.modbus.server import FUNCTION_TABLES, ModbusSimulator, _Datastore
+from simulators.modbus.server import (
+    FUNCTION_TABLES,
+    ModbusSimulator,
+    _Datastore,
+    empty_tables,
+)
 from simulators.twin.layout import ModbusServerPlan, ModbusUnitPlan, RegisterTag
 from simulators.twin.values import value_at
 
@@ -61,9 +66,7 @@ class TwinUnit:
 
     def __init__(self, plan: ModbusUnitPlan) -> None:
         self.plan = plan
-        self.tables: dict[str, list[Any]] = {
-            "holding": [0] * TABLE_SIZE, "input": [0] * TABLE_SIZE,
-            "coil": [False] * TABLE_SIZE, "discrete": [False] * TABLE_SIZE}
+        self.tables = empty_tables(TABLE_SIZE)
         self.held: dict[str, set[int]] = {table: set() for table in self.tables}
         self.sequence_tags = [t for t in plan.tags if t.motion.behaviour == "sequence"]
         self.sequences = {t.name: 0 for t in self.sequence_tags}

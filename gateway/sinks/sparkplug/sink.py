@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import sys
 import threading
 import time
@@ -26,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -36,6 +34,7 @@ from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading
 from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
+from gateway.sinks.mqtt_session import BrokerAddress, log_in
 from gateway.sinks.mqtt_wire import device_cycles, level
 from gateway.sinks.sparkplug import payload as sp
 from gateway.sinks.sparkplug.config import SparkplugSinkConfig
@@ -95,12 +94,8 @@ class SparkplugSink(Sink):
         path = Path(config.state_file) if config.state_file else state_path
         self.bdseq_store = BdSeqStore(path or Path("data") / (
             f"sparkplug-{level(self.group_id)}-{level(self.edge_node_id)}.bdseq"))
-        url = urlsplit(config.url)
-        self._host = url.hostname or "127.0.0.1"
-        self._port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        self.url = f"{url.scheme}://{self._host}:{self._port}"  # never the credentials
-        self._url_credentials = (unquote(url.username) if url.username else None,
-                                 unquote(url.password) if url.password else None)
+        self._address = BrokerAddress.parse(config.url)
+        self.url = self._address.url  # never the credentials
         self._client_id = config.client_id or f"shopfloor-{gateway_id}-sparkplug"
         self._aliases = AliasTable()
         self._specs: dict[tuple[str, str], sp.MetricSpec] = {}
@@ -147,16 +142,7 @@ class SparkplugSink(Sink):
         # Clean session: a Sparkplug session lives for one connection (a new bdSeq each).
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
                              protocol=mqtt.MQTTv311, clean_session=True)
-        username, password = self._url_credentials
-        if config.username:
-            username = config.username
-            password = config.password.get_secret_value() if config.password else None
-        if username:
-            client.username_pw_set(username, password)
-        if config.url.startswith("mqtts://"):
-            client.tls_set(ca_certs=config.ca, certfile=config.cert, keyfile=config.key,
-                           cert_reqs=ssl.CERT_REQUIRED)
-            client.tls_insecure_set(config.insecure)
+        log_in(client, config, self._address)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
@@ -171,7 +157,7 @@ class SparkplugSink(Sink):
         self._connect()
 
     def _connect(self) -> None:
-        self._client.connect_async(self._host, self._port,
+        self._client.connect_async(self._address.host, self._address.port,
                                    keepalive=max(1, int(self.config.keepalive)))
         self._client.loop_start()  # connects and reconnects by itself, with the delays above
 
