@@ -112,6 +112,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                   "Ctrl-C stops", flush=True)
             print(f"demo: watch what the broker receives: {mosquitto_sub_hint(broker.url)}",
                   flush=True)
+            if missing := mosquitto_sub_missing():
+                print(f"demo: {missing}", flush=True)
             log_path = workdir / "gateway.log" if workdir == demo_home() else default_log_path()
             _write_state(workdir, config, log_path)
             async with _watch(broker.url) as seen:
@@ -205,8 +207,10 @@ async def _run(config: GatewayConfig, args: argparse.Namespace, seen: dict[str, 
     def footer() -> str:
         return f"{messages()}. Ctrl-C stops."
 
+    install = [missing] if (missing := mosquitto_sub_missing()) else []
+
     def summary() -> list[str]:
-        return [messages(), f"watch: {mosquitto_sub_hint(broker_url)}"]
+        return [messages(), f"watch: {mosquitto_sub_hint(broker_url)}", *install]
 
     live = not args.no_live and sys.stdout.isatty()
     async with asyncio.TaskGroup() as group:
@@ -231,6 +235,14 @@ def _check_device(name: str) -> None:
     if name not in known:
         raise GatewayError(f"--device {name}: the demo has no such device; its devices are "
                            f"{', '.join(known)}")
+
+
+def mosquitto_sub_missing(which: Callable[[str], str | None] = shutil.which) -> str | None:
+    """What to install when the hint's command is not on this machine (a fresh Debian or
+    Ubuntu has the broker's package at most, not its clients), else None."""
+    if which("mosquitto_sub") is not None:
+        return None
+    return "no mosquitto_sub here: sudo apt install mosquitto-clients"
 
 
 def mosquitto_sub_hint(broker_url: str) -> str:

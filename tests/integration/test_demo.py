@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +42,24 @@ def test_demo_publishes_every_simulated_tag_to_its_embedded_broker() -> None:
                      r"-p (\d+) -t '[^']+/#' -v)", output)
     assert hint, output[:2000]
     assert f"embedded broker at mqtt://127.0.0.1:{hint[2]})" in output
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_the_demo_says_what_to_install_for_mosquitto_sub_only_when_missing(
+        tmp_path: Path, installed: bool) -> None:
+    """A fresh Debian or Ubuntu has no mosquitto_sub: the hint's command must not dead-end."""
+    if installed:
+        fake = tmp_path / "mosquitto_sub"
+        fake.write_text("#!/bin/sh\n")
+        fake.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--duration", "1", "--mqtt-port", "0",
+         "--http-port", "0", "--no-live"], capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL, env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = "demo: no mosquitto_sub here: sudo apt install mosquitto-clients" in result.stdout
+    assert said is not installed, result.stdout[:2000]
+    assert "demo: watch what the broker receives: mosquitto_sub -h 127.0.0.1" in result.stdout
 
 
 def test_demo_includes_the_opcua_cnc() -> None:

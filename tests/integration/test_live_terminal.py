@@ -14,6 +14,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pyte
 import pytest
@@ -26,11 +27,11 @@ COLUMNS, LINES = 80, 24
 class Terminal:
     """A process on the slave side of a pty of COLUMNS x LINES, its screen emulated by pyte."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], path: str | None = None) -> None:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS),
-               "LINES": str(LINES)}
+               "LINES": str(LINES), "PATH": path or os.environ.get("PATH", "")}
         self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                                         start_new_session=True, close_fds=True)
         os.close(slave)
@@ -84,9 +85,11 @@ class Terminal:
 
 
 @pytest.fixture
-def demo_terminal() -> Iterator[Terminal]:
+def demo_terminal(tmp_path: Path) -> Iterator[Terminal]:
+    """The demo on a machine without mosquitto_sub (PATH: an empty folder), the fullest
+    summary: it also says what to install."""
     terminal = Terminal([sys.executable, "-m", "gateway", "demo", "--duration", "60",
-                         "--mqtt-port", "0", "--http-port", "0"])
+                         "--mqtt-port", "0", "--http-port", "0"], path=str(tmp_path))
     try:
         yield terminal
     finally:
@@ -114,6 +117,7 @@ def test_the_demo_fits_80x24_with_its_summary_sinks_and_distinct_names(
     assert "mqtt connected" in text, text
     assert "status page http://127.0.0.1:" in text
     assert "mosquitto_sub -h 127.0.0.1 -p " in text and "-t 'demo/#'" in text
+    assert "no mosquitto_sub here: sudo apt install mosquitto-clients" in text
     assert re.search(r"page 1/\d+", text) and "q quit" in text
     assert "WARNING" not in text and "Traceback" not in text
     rows = tag_rows(term.lines())

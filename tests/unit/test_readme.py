@@ -107,3 +107,11 @@ def test_the_first_plc_steps_say_what_the_sinks_and_the_simulator_need() -> None
     assert "`cp config/modbus-demo.yaml my.yaml`" in section
     assert all("my.yaml" in c for c in map(" ".join, first_plc_commands())
                if c.split()[1] in {"check", "run", "status"})
+
+
+def test_the_mqtt_client_commands_come_with_their_package() -> None:
+    """`mosquitto_sub`/`mosquitto_pub` are in mosquitto-clients, not in a fresh Debian or
+    Ubuntu (nor in the `mosquitto` package the first PLC steps install)."""
+    quick_start = README.split("## Quick start")[1].split("\n## ")[0]
+    assert "mosquitto_sub" in quick_start and "mosquitto_pub" in quick_start
+    assert "sudo apt install mosquitto-clients" in quick_start
