@@ -33,6 +33,7 @@ from gateway.config import GatewayConfig, parse_config
 from gateway.errors import GatewayError
 from simulators.twin.drill_report import Phase, Received, Served, drill_report, render_table
 from simulators.twin.runner import Twins
+from simulators.twin.schedule import Schedule, fault_schedule
 from simulators.twin.stand_ins import (
     SEQUENCE_FIELD,
     CountingBroker,
@@ -131,9 +132,8 @@ class Drill:
     def fault_count(self, twins: Twins) -> int:
         return 2 + 2 * (len(twins.modbus) + len(twins.opcua)) + 2
 
-    def hold_seconds(self, twins: Twins) -> float:
-        per_fault = max(0.0, self.minutes * 60 - 20) / self.fault_count(twins)
-        return max(1.0, 0.5 * per_fault)
+    def schedule(self, twins: Twins) -> Schedule:
+        return fault_schedule(self.minutes, self.fault_count(twins))
 
     @property
     def recover_timeout(self) -> float:
@@ -160,7 +160,8 @@ class Drill:
         return report
 
     async def _phases(self, twins: Twins) -> None:
-        hold = self.hold_seconds(twins)
+        schedule = self.schedule(twins)
+        hold = schedule.hold_s
         faults: list[tuple[str, Callable[[Phase], Awaitable[None]], list[str]]] = [
             ("broker killed and back", self._broker_down, []),
             ("database down and back", self._database_down, []),
@@ -175,16 +176,21 @@ class Drill:
             faults.append((f"plc {endpoint} restarted", self._restart(opc), devices))
         faults.append(("gateway SIGKILLed", self._gateway_killed, self.devices))
         faults.append(("buffer disk full", self._disk_full, []))
-        total = len(faults) + 2
+        total = len(faults) * schedule.rounds + 2
         start = time.time()
         self.say(f"drill [1/{total}] baseline: waiting for every device at every sink")
         await self._wait(lambda: self._fresh_everywhere(start, self.devices), 120,
                          "the first readings at every sink")
         await asyncio.sleep(min(3.0, hold))
         self.phases.append(Phase("baseline", 0.0, start, time.time()))
-        for number, (name, inject, affected) in enumerate(faults, 2):
+        rounds = [(r, fault) for r in range(1, schedule.rounds + 1) for fault in faults]
+        for number, (round_number, (name, inject, affected)) in enumerate(rounds, 2):
+            if schedule.rounds > 1:
+                name = f"{name} (round {round_number})"
             self.say(f"drill [{number}/{total}] {name} ({hold:.0f}s)")
+            slot_end = time.time() + schedule.slot_s
             await self._fault(name, inject, affected, hold)
+            await asyncio.sleep(max(0.0, slot_end - time.time()))
         self.say(f"drill [{total}/{total}] draining")
         end = time.time()
         self.phases[-1].end = end
