@@ -111,11 +111,32 @@ class Machine:
     """Replaces the seeded schedule of a press or packer (a test scripting its OEE)."""
     setpoints: Values = field(default_factory=dict)
     """What clients wrote to the machine's setpoint registers (see SETPOINTS)."""
+    extra_strokes: float = 0.0
+    """Strokes the press made beyond its schedule's, running at another stroke_setpoint."""
+    last_t: float | None = None
+    last_count: int = 0
 
     def update(self, t: float, tick: int, seed: int) -> Values:
         values = MODELS[self.kind](t, tick, seed, self.name, schedule=self.schedule)
-        self.values = follow_setpoints(self.kind, values, self.setpoints)
+        values = follow_setpoints(self.kind, values, self.setpoints)
+        self.values = self._count_at_setpoint(t, values)
         return self.values
+
+    def _count_at_setpoint(self, t: float, values: Values) -> Values:
+        """A running press's cycle counter gains strokes at its setpoint rate: the strokes the
+        setpoint makes beyond (or short of) the schedule's accumulate smoothly, so the counter
+        never jumps; at the default setpoint nothing accumulates (the seeded schedule holds)."""
+        last, self.last_t = self.last_t, t
+        if "cycle_counter" not in values:
+            return values
+        rate = values.get("stroke_setpoint") or PRESS_STROKE_SETPOINT
+        if last is not None and t > last and values.get("running"):
+            self.extra_strokes += (rate / PRESS_STROKE_SETPOINT - 1) * (t - last) / PRESS_CYCLE_TIME
+        counted = max(values["cycle_counter"] + math.floor(self.extra_strokes), 0)
+        if last is not None and t >= last:  # a slower setpoint never counts backwards
+            counted = max(counted, self.last_count)
+        self.last_count = counted
+        return {**values, "cycle_counter": counted % 2**32}
 
 
 PRESS_STROKE_SETPOINT = round(60 / PRESS_CYCLE_TIME)  # 27/min until a client writes another
