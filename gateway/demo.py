@@ -69,7 +69,7 @@ def demo_config(modbus_port: int, mqtt_url: str, buffer_path: Path, http_port: i
             "tags": gateway_tags(),
         })
     sinks: dict[str, Any] = {"mqtt": {"url": mqtt_url, "qos": 1, "retain": True,
-                                      "commands": True}}  # press-01 stroke_setpoint writable
+                                      "commands": True}}  # one setpoint per machine is writable
     if influx_url:
         sinks["influxdb"] = {"url": influx_url, "api": influx_api, "database": "telemetry",
                              "bucket": "telemetry", "org": "demo", "create_database": True}

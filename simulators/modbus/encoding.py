@@ -24,3 +24,16 @@ def to_registers(value: object, data_type: str, byte_order: str = "big",
     if byte_order == "little":
         words = [w[::-1] for w in words]
     return [int.from_bytes(w, "big") for w in words]
+
+
+def from_registers(registers: list[int], data_type: str, byte_order: str = "big",
+                   word_order: str = "big") -> int | float:
+    """The number `to_registers` made these registers from (numeric types only): what a
+    client wrote to a setpoint register, as the machine model takes it."""
+    words = [r.to_bytes(2, "big") for r in registers]
+    if byte_order == "little":
+        words = [w[::-1] for w in words]
+    if word_order == "little":
+        words.reverse()
+    value: int | float = struct.unpack(">" + FORMATS[data_type], b"".join(words))[0]
+    return value

@@ -96,6 +96,36 @@ MODELS: dict[str, Model] = {
 }
 
 
+@dataclass(frozen=True)
+class RateSetpoint:
+    """A setpoint for how fast a machine makes parts (see Machine._count_at_rate)."""
+
+    tag: str
+    default: int
+    cycle_time: float  # s per part at the default rate (the seeded schedule's)
+    running: str  # the bool that says the machine is making parts
+    counters: tuple[str, ...]  # the counters that count those parts
+
+
+PRESS_STROKE_SETPOINT = round(60 / PRESS_CYCLE_TIME)  # 27/min until a client writes another
+PACKER_SPEED_SETPOINT = round(60 / PACKER_CYCLE_TIME)  # 55 packs/min
+BARREL_SETPOINT = 245.0  # degC: the moulding machine's nozzle zone (zone 3) at start
+BARREL_TIME_CONSTANT = 15.0  # s: the barrel heats or cools to a new setpoint first-order
+RATE_SETPOINTS = {
+    "stamping_press": RateSetpoint("stroke_setpoint", PRESS_STROKE_SETPOINT, PRESS_CYCLE_TIME,
+                                   "running", ("cycle_counter",)),
+    "packaging_line": RateSetpoint("speed_setpoint", PACKER_SPEED_SETPOINT, PACKER_CYCLE_TIME,
+                                   "conveyor_running", ("pack_counter", "good_count")),
+}
+SETPOINTS: dict[str, Values] = {
+    "stamping_press": {"stroke_setpoint": PRESS_STROKE_SETPOINT},
+    "injection_moulding": {"barrel_setpoint": BARREL_SETPOINT},
+    "packaging_line": {"speed_setpoint": PACKER_SPEED_SETPOINT},
+}
+"""Per machine kind, the registers a client writes and the model follows, with their start.
+A written 0 hands the value back to the model (its start value)."""
+
+
 @dataclass
 class Machine:
     """One simulated machine: its map entry and its model."""
@@ -111,26 +141,68 @@ class Machine:
     """Replaces the seeded schedule of a press or packer (a test scripting its OEE)."""
     setpoints: Values = field(default_factory=dict)
     """What clients wrote to the machine's setpoint registers (see SETPOINTS)."""
+    extra_parts: float = 0.0
+    """Parts made beyond the schedule's, running at another rate setpoint (RATE_SETPOINTS)."""
+    barrel: float = BARREL_SETPOINT
+    """The moulding machine's nozzle zone temperature as it follows barrel_setpoint."""
+    last_t: float | None = None
+    last_counts: dict[str, int] = field(default_factory=dict)
 
     def update(self, t: float, tick: int, seed: int) -> Values:
         values = MODELS[self.kind](t, tick, seed, self.name, schedule=self.schedule)
-        self.values = follow_setpoints(self.kind, values, self.setpoints)
+        values = follow_setpoints(self.kind, values, self.setpoints)
+        last, self.last_t = self.last_t, t
+        went_back = last is not None and t < last
+        dt = t - last if last is not None and t > last else 0.0
+        values = self._count_at_rate(values, dt, went_back)
+        self.values = self._heat_to_setpoint(values, dt)
         return self.values
 
+    def _count_at_rate(self, values: Values, dt: float, went_back: bool) -> Values:
+        """A running machine's counters gain parts at its rate setpoint: the parts the setpoint
+        makes beyond (or short of) the schedule's accumulate smoothly, so a counter never jumps;
+        at the default setpoint nothing accumulates (the seeded schedule holds)."""
+        rated = RATE_SETPOINTS.get(self.kind)
+        if rated is None:
+            return values
+        rate = values.get(rated.tag) or rated.default
+        if dt and values.get(rated.running):
+            self.extra_parts += (rate / rated.default - 1) * dt / rated.cycle_time
+        counted = dict(values)
+        for name in rated.counters:
+            count = max(values[name] + math.floor(self.extra_parts), 0)
+            if not went_back:  # a slower setpoint never counts backwards
+                count = max(count, self.last_counts.get(name, 0))
+            self.last_counts[name] = count
+            counted[name] = count % 2**32
+        return counted
 
-PRESS_STROKE_SETPOINT = round(60 / PRESS_CYCLE_TIME)  # 27/min until a client writes another
-SETPOINTS = {"stamping_press": {"stroke_setpoint": PRESS_STROKE_SETPOINT}}
-"""Per machine kind, the registers a client writes and the model follows, with their start."""
+    def _heat_to_setpoint(self, values: Values, dt: float) -> Values:
+        """The barrel zones approach `barrel_setpoint` first-order (time constant
+        BARREL_TIME_CONSTANT), keeping their offsets from the nozzle zone and their noise."""
+        if "barrel_setpoint" not in values:
+            return values
+        target = values["barrel_setpoint"] or BARREL_SETPOINT
+        self.barrel += (target - self.barrel) * (1 - math.exp(-dt / BARREL_TIME_CONSTANT))
+        offset = self.barrel - BARREL_SETPOINT
+        if not offset:
+            return values
+        return {**values, **{zone: round(values[zone] + offset, 2)
+                             for zone in ("barrel_zone_1", "barrel_zone_2", "barrel_zone_3")}}
 
 
 def follow_setpoints(kind: str, values: Values, written: Values) -> Values:
     """The model's values with the setpoints applied: a running press strokes at its
-    `stroke_setpoint` (0 holds the model's own rate)."""
+    `stroke_setpoint`, a running packer's speed scales with its `speed_setpoint` (0 holds the
+    model's own rate). The counters and the barrel temperature follow in Machine.update."""
     setpoints = {**SETPOINTS.get(kind, {}), **written}
     values = {**values, **setpoints}
     rate = setpoints.get("stroke_setpoint")
     if rate and values.get("running"):
         values["strokes_per_minute"] = rate
+    speed = setpoints.get("speed_setpoint")
+    if speed and values.get("speed"):
+        values["speed"] = round(values["speed"] * speed / PACKER_SPEED_SETPOINT, 3)
     return values
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import Counter
 from collections.abc import Coroutine
@@ -25,7 +26,7 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInput
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
-from simulators.modbus.encoding import to_registers
+from simulators.modbus.encoding import FORMATS, from_registers, to_registers
 from simulators.modbus.limits import READ_BITS, READ_REGISTERS, quantity_refused
 from simulators.modbus.machines import SETPOINTS, Machine, load_machines
 from simulators.modbus.pacing import sleep_until, wire_seconds
@@ -114,10 +115,20 @@ class _Unit:
         table[tag["address"]:tag["address"] + len(registers)] = registers
 
     def take_setpoints(self) -> None:
-        """After a client write: the machine follows what is now in its setpoint registers."""
+        """After a client write: the machine follows what is now in its setpoint registers
+        (decoded as the register map types them, scale and offset applied)."""
         for tag in self.machine.tags:
             if tag["name"] in SETPOINTS.get(self.machine.kind, {}):
-                self.machine.setpoints[tag["name"]] = self.tables[tag["table"]][tag["address"]]
+                self.machine.setpoints[tag["name"]] = self.read_tag(tag)
+
+    def read_tag(self, tag: dict[str, Any]) -> int | float:
+        """A numeric register tag's engineering value, as the table holds it now."""
+        size = struct.calcsize(FORMATS[tag["type"]]) // 2
+        registers = self.tables[tag["table"]][tag["address"]:tag["address"] + size]
+        value = from_registers(registers, tag["type"], tag.get("byte_order", "big"),
+                               tag.get("word_order", "big"))
+        scale, offset = tag.get("scale", 1.0), tag.get("offset", 0.0)
+        return value * scale + offset if scale != 1 or offset != 0 else value
 
     def next_sequence(self, table: str, address: int, count: int) -> None:
         """`poll_sequence` counts the reads that cover it: consecutive polls see n, n+1, ..."""

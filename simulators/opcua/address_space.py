@@ -115,10 +115,11 @@ def cnc_values(machine: Cnc) -> dict[str, Any]:
     }
 
 
-def gateway_tags() -> list[dict[str, str]]:
+def gateway_tags() -> list[dict[str, Any]]:
     """The CNC's tags as a gateway config writes them (`gateway demo`, config/opcua-demo.yaml):
-    snake_case names, namespace-URI node ids, the units the server declares."""
-    tags = []
+    snake_case names, namespace-URI node ids, the units the server declares; last, the spindle
+    speed setpoint, writable within its EURange."""
+    tags: list[dict[str, Any]] = []
     for variable in CNC:
         words = variable.name.removeprefix("Cnc.").replace(".", "_")
         tag = {"name": re.sub(r"(?<=[a-z])(?=[A-Z])", "_", words).lower(),
@@ -126,7 +127,13 @@ def gateway_tags() -> list[dict[str, str]]:
         if variable.unit is not None:
             tag["unit"] = variable.unit.symbol
         tags.append(tag)
-    return tags
+    return [*tags, DEMO_SETPOINT]
+
+
+# The one setpoint `gateway demo` and config/opcua-demo.yaml make writable (0: the program's).
+DEMO_SETPOINT: dict[str, Any] = {
+    "name": "spindle_speed_setpoint", "node": f"nsu={NS_URI};s=Cnc.Setpoints.SpindleSpeed",
+    "unit": RPM.symbol, "writable": True, "min": 0, "max": MAX_SPINDLE_SPEED}
 
 
 async def build(server: Server, ns: int) -> dict[str, Node]:

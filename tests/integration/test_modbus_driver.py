@@ -180,7 +180,7 @@ def test_check_plan_prints_each_devices_requests() -> None:
     result = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(config),
                              "--plan"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "3 device(s), 36 tag(s)" in result.stdout
+    assert "3 device(s), 38 tag(s)" in result.stdout  # 3 setpoints among them
     assert "press-01 (tcp 127.0.0.1:5020, unit 1): 13 tags in 3 request(s) per poll" in \
         result.stdout
     assert "  holding 0..14 (15 regs): status_word, running" in result.stdout

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulators.modbus.encoding import FORMATS, to_registers
+from simulators.modbus.encoding import FORMATS, from_registers, to_registers
 from simulators.modbus.machines import (
     MODELS,
     PACKER_CYCLE_TIME,
@@ -166,6 +166,7 @@ def test_every_numeric_type_round_trips_in_every_order(typed: tuple[str, Any],
     assert len(registers) == struct.calcsize(FORMATS[data_type]) // 2
     assert all(0 <= r <= 0xFFFF for r in registers)
     assert decode(registers, data_type, *orders) == value
+    assert from_registers(registers, data_type, *orders) == value  # what a setpoint takes
 
 
 def test_int64_word_order_golden_vector() -> None:

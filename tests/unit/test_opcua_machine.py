@@ -68,6 +68,7 @@ def test_unit_ids_pack_the_unece_code_as_part_8_says() -> None:
 def test_opcua_demo_config_is_valid_and_has_every_tag_of_the_simulator() -> None:
     config = load_config(str(ROOT / "config" / "opcua-demo.yaml"))
     [device] = config.devices
-    tags = [t.model_dump(include={"name", "node", "unit"}, exclude_none=True)
+    tags = [t.model_dump(include={"name", "node", "unit", "writable", "min", "max"},
+                         exclude_defaults=True)
             for t in device.tags]  # type: ignore[attr-defined]
     assert tags == gateway_tags()
