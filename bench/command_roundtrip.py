@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ class Sent:
     device: str
     value: int
     at: float  # monotonic
+    wall: float = 0.0  # time.time(), to compare with the result's `ts` (the same clock)
 
 
 @dataclass
@@ -65,6 +67,9 @@ class Answer:
     value: object
     error: str | None
     at: float  # monotonic
+    confirmed: float | None = None
+    """The result's `ts` (time.time()): when the gateway had the read-back, on the same box's
+    clock as Sent.wall."""
 
 
 @dataclass
@@ -102,7 +107,10 @@ class Commander:
         try:
             result = json.loads(msg.payload)
             command_id = result["id"]
-            answer = Answer(bool(result["ok"]), result.get("value"), result.get("error"), now)
+            ts = result.get("ts")
+            confirmed = datetime.fromisoformat(ts).timestamp() if ts else None
+            answer = Answer(bool(result["ok"]), result.get("value"), result.get("error"), now,
+                            confirmed)
         except (ValueError, KeyError, TypeError):
             self.unmatched += 1
             return
@@ -116,7 +124,7 @@ class Commander:
         topic = f"{SITE}/a/l/{device}/{WRITABLE_TAG}/set"
         payload = json.dumps({"value": value, "id": command_id})
         with self.ledger.lock:
-            self.ledger.sent[command_id] = Sent(device, value, time.monotonic())
+            self.ledger.sent[command_id] = Sent(device, value, time.monotonic(), time.time())
         self.client.publish(topic, payload, qos=1)
 
     def close(self) -> None:
@@ -206,6 +214,8 @@ def summarise(ids: list[str], sent: dict[str, Sent],
               answers: dict[str, list[Answer]]) -> dict[str, Any]:
     """Counts and publish -> result latencies of the commands `ids` (pure)."""
     latencies, refusals, mismatched, missing, duplicated = [], [], 0, [], 0
+    to_confirmed: list[float] = []  # publish -> the gateway has the read-back
+    delivery: list[float] = []  # read-back -> its result arriving here
     ok = refused = 0
     for command_id in ids:
         got = answers.get(command_id, [])
@@ -215,6 +225,9 @@ def summarise(ids: list[str], sent: dict[str, Sent],
         duplicated += len(got) - 1
         first = got[0]
         latencies.append(first.at - sent[command_id].at)
+        if first.confirmed is not None:
+            to_confirmed.append(first.confirmed - sent[command_id].wall)
+            delivery.append(latencies[-1] - to_confirmed[-1])
         if first.ok:
             ok += 1
             mismatched += first.value != sent[command_id].value
@@ -222,8 +235,8 @@ def summarise(ids: list[str], sent: dict[str, Sent],
             refused += 1
             refusals.append(first.error)
 
-    def ms(fraction: float) -> float | None:
-        return round(percentile(latencies, fraction) * 1000, 1) if latencies else None
+    def ms(fraction: float, values: list[float] = latencies) -> float | None:
+        return round(percentile(values, fraction) * 1000, 1) if values else None
 
     return {"sent": len(ids), "answered": len(ids) - len(missing), "ok": ok,
             "refused": refused, "missing": len(missing), "missing_ids": missing[:20],
@@ -231,7 +244,11 @@ def summarise(ids: list[str], sent: dict[str, Sent],
             "refusals": sorted(set(str(r) for r in refusals))[:5],
             "latency_p50_ms": ms(0.5), "latency_p99_ms": ms(0.99),
             "latency_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
-            "latency_min_ms": round(min(latencies) * 1000, 1) if latencies else None}
+            "latency_min_ms": round(min(latencies) * 1000, 1) if latencies else None,
+            "to_confirmed_p50_ms": ms(0.5, to_confirmed),
+            "to_confirmed_p99_ms": ms(0.99, to_confirmed),
+            "result_delivery_p50_ms": ms(0.5, delivery),
+            "result_delivery_p99_ms": ms(0.99, delivery)}
 
 
 @dataclass
@@ -325,15 +342,17 @@ def ratio(loaded: float | None, baseline: float | None) -> float | None:
     return round(loaded / baseline, 2)
 
 
-def run(smoke: bool, seconds: float, rate: float) -> dict[str, Any]:
+def run(smoke: bool, seconds: float, rate: float, broker_nodelay: bool) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}, load average "
                    + " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "smoke": smoke, "commands_per_s": rate, "seconds_per_phase": seconds}
+        "smoke": smoke, "commands_per_s": rate, "seconds_per_phase": seconds,
+        "broker_tcp_nodelay": broker_nodelay}
     with tempfile.TemporaryDirectory(prefix="gateway-cmdbench-") as tmp:
         workdir = Path(tmp)
-        broker = Mosquitto(workdir / "mosquitto")
+        broker = Mosquitto(workdir / "mosquitto",
+                           "set_tcp_nodelay true\n" if broker_nodelay else "")
         broker.start()
         sources = Sources(workdir, 0)
         commander = None
@@ -376,12 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="commands per phase")
     parser.add_argument("--rate", type=float, default=10.0, help="commands per second")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--broker-nodelay", action="store_true",
+                        help="mosquitto with `set_tcp_nodelay true` (default: its default, "
+                        "Nagle on)")
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.seconds <= 0:
         parser.error("--rate and --seconds must be positive")
     seconds = 3.0 if args.smoke else args.seconds
     try:
-        results = run(args.smoke, seconds, args.rate)
+        results = run(args.smoke, seconds, args.rate, args.broker_nodelay)
     except BenchError as exc:
         print(f"command round trip: {exc}", file=sys.stderr)
         return 2

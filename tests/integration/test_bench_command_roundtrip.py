@@ -29,6 +29,9 @@ def test_the_smoke_answers_every_command_ok_with_positive_latencies(tmp_path: Pa
         latencies = [phase[f"latency_{n}_ms"] for n in ("min", "p50", "p99", "max")]
         assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in latencies)
         assert latencies == sorted(latencies), latencies
+        # The result's ts (the gateway had the read-back) lies between publish and arrival.
+        assert 0 < phase["to_confirmed_p50_ms"] <= phase["latency_max_ms"], phase
+        assert phase["result_delivery_p50_ms"] >= 0, phase
     loaded = results["loaded"]
     assert loaded["readings_per_s"] > 0.5 * loaded["tags"] * 1000 / loaded["poll_ms"], loaded
     assert results["ratio_p50_to_baseline"] > 0
@@ -52,6 +55,15 @@ def test_summary_counts_missing_duplicate_refused_and_mismatched_answers() -> No
     assert problems({"loaded": summary, "baseline": {**summary, "missing": 0,
                                                      "duplicate_answers": 0}}) == [
         "loaded: 1 of 5 commands unanswered (c4)", "loaded: 1 duplicate answers"]
+
+
+def test_summary_splits_a_round_trip_at_the_results_timestamp() -> None:
+    sent = {"c0": Sent("dev-0", 7, at=100.0, wall=5000.0)}
+    answers = {"c0": [Answer(True, 7, None, at=100.05, confirmed=5000.03)]}
+    summary = summarise(["c0"], sent, answers)
+    assert summary["latency_p50_ms"] == 50.0
+    assert summary["to_confirmed_p50_ms"] == 30.0
+    assert summary["result_delivery_p50_ms"] == 20.0
 
 
 def test_summary_of_nothing_answered_has_no_latencies() -> None:
