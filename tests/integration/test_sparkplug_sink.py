@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -183,6 +184,9 @@ async def test_data_goes_by_alias_with_source_timestamps_and_quality(
                     source_ts=later),
         ])
         await until(host, lambda h: len(h.data_points("press-01")) >= 3, "DDATA")
+        sock = sink._client.socket()
+        assert sock is not None and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), \
+            "each packet sent at once, not held behind the last one's delayed ACK"
     ddata = host.of_kind("DDATA", "press-01")[0].payload
     assert all(not m.name and m.alias for m in ddata.metrics), "DDATA goes by alias only"
     points = {p.name: p for p in host.data_points("press-01")}

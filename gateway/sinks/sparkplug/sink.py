@@ -34,7 +34,7 @@ from gateway.errors import SinkError
 from gateway.metrics import COUNTERS, Counters
 from gateway.models import Reading
 from gateway.sinks import Delivery, DeviceContext, Sink, SinkEnvironment, SinkSettings
-from gateway.sinks.mqtt_session import BrokerAddress, log_in
+from gateway.sinks.mqtt_session import BrokerAddress, log_in, without_nagle
 from gateway.sinks.mqtt_wire import device_cycles, level
 from gateway.sinks.sparkplug import payload as sp
 from gateway.sinks.sparkplug.config import SparkplugSinkConfig
@@ -143,6 +143,7 @@ class SparkplugSink(Sink):
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
                              protocol=mqtt.MQTTv311, clean_session=True)
         log_in(client, config, self._address)
+        without_nagle(client)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
