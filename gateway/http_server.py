@@ -11,8 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
@@ -62,9 +61,8 @@ class DeviceHealthView(Protocol):
 class TagsView(Protocol):
     @property
     def latest(self) -> Mapping[tuple[str, str], Reading]: ...
-    @property
-    def recent(self) -> Mapping[tuple[str, str], Iterable[tuple[datetime, float]]]:
-        """Each tag's recent numeric values (a bounded ring), oldest first."""
+    def points(self, device: str, tag: str) -> list[tuple[float, float]]:
+        """The tag's recent numeric values as (epoch seconds, value), oldest first."""
 
 
 class BufferView(Protocol):
@@ -264,9 +262,8 @@ class StatusServer:
         per tag `t` (seconds since the epoch) and `v` lists, oldest first."""
         recent = []
         for device, tag in keys:
-            points = [(ts.timestamp(), value) for ts, value in
-                      self.state.tags.recent.get((device, tag), ())
-                      if math.isfinite(value)]
+            points = [(t, v) for t, v in self.state.tags.points(device, tag)
+                      if math.isfinite(v)]
             recent.append({"device": device, "tag": tag, "t": [round(p[0], 3) for p in points],
                            "v": [float(p[1]) for p in points]})
         return recent
