@@ -1,0 +1,87 @@
+"""How a gateway's memory grows in its first minutes (issue 18's memory target), in-process.
+
+    python -m bench.memory_growth --devices 40 --seconds 70 [--tracemalloc]
+
+Starts the harness's Modbus source (one port per device) and a mosquitto, runs `gateway run`
+in this process on N devices x 250 uint16 tags @ 1 s with device payloads, and prints the
+process's anonymous and file-backed RSS every 5 s; `--tracemalloc` also prints the Python
+heap's largest holders at the end. Not in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import yaml
+
+from bench.harness import Scenario, Sources, _NoAliases, device_entries
+from tests.fixtures_mqtt import Mosquitto
+
+
+def rss_mib() -> dict[str, int]:
+    """RssAnon and RssFile of this process, MiB."""
+    found: dict[str, int] = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("RssAnon", "RssFile")):
+                found[line.split(":")[0][3:]] = int(line.split()[1]) // 1024
+    return found
+
+
+def _watch(seconds: float, trace: bool) -> None:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        time.sleep(5)
+        print(f"{time.monotonic() - started:5.0f} s  {rss_mib()}", flush=True)
+    if trace:
+        gc.collect()
+        print(f"Python heap {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB")
+        for stat in tracemalloc.take_snapshot().statistics("lineno")[:20]:
+            print(stat)
+    os.kill(os.getpid(), signal.SIGTERM)  # the gateway's own clean stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=70.0)
+    parser.add_argument("--tracemalloc", action="store_true")
+    args = parser.parse_args(argv)
+    from gateway.cli import main as gateway_main
+
+    with tempfile.TemporaryDirectory(prefix="gateway-memory-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto")
+        broker.start()
+        sources = Sources(work, 0, args.devices)
+        try:
+            scenario = Scenario("e", "memory", devices=args.devices, poll=1.0,
+                                payload="device", own_ports=True)
+            config = {"gateway": {"id": "bench", "site": "bench",
+                                  "buffer": {"path": str(work / "buffer.db")}},
+                      "devices": device_entries(scenario, sources.modbus_ports, 0),
+                      "sinks": {"mqtt": {"url": broker.url, "payload": "device",
+                                         "batch_size": 10_000}}}
+            (work / "gateway.yaml").write_text(yaml.dump(config, Dumper=_NoAliases))
+            del config
+            if args.tracemalloc:
+                tracemalloc.start(3)
+            threading.Thread(target=_watch, args=(args.seconds, args.tracemalloc),
+                             daemon=True).start()
+            return gateway_main(["--log-level", "warning", "run", "--config",
+                                 str(work / "gateway.yaml")])
+        finally:
+            sources.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
