@@ -42,7 +42,12 @@ class Mosquitto:
             # The default (1000) drops QoS 0 messages to slow subscribers; tests count every one.
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
-            "log_dest stdout\n" + extra_config)
+            # As root, mosquitto switches to its own user, which cannot write to the test's
+            # private temp dirs: it would then save no sessions at all ("Error saving
+            # in-memory database ... Permission denied") and a restart would forget every
+            # subscriber. Keep the user it was started as.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + "log_dest stdout\n" + extra_config)
         self.service = Service("mosquitto", [MOSQUITTO, "-c", str(conf)], self.port, workdir)
 
     def start(self) -> None:
@@ -211,9 +216,6 @@ def mosquitto_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroke
     broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), extra_config="")
     conf = broker.service.argv[-1]
     text = Path(conf).read_text().replace("allow_anonymous true\n", "allow_anonymous false\n")
-    # As root, mosquitto switches to its own user before reading the files; the test's temp
-    # dirs are private, so keep the user it was started as.
-    text += "user root\n" if os.geteuid() == 0 else ""
     text += (f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\n"
              f"keyfile {pki / 'server.key'}\nrequire_certificate true\n"
              f"password_file {pki / 'passwd'}\n")

@@ -275,6 +275,8 @@ async def test_device_down_gets_ddeath_and_dbirth_when_back(
                          for tag in PRESS_TYPES])  # still down: no second DDEATH
         await sink.send(press_cycle(TS + timedelta(seconds=5), temperature=30.0))
         await until(host, lambda h: len(h.of_kind("DBIRTH", "press-01")) == 2, "DBIRTH again")
+    # the sink's NDEATH reaches the host on its own thread, after the close returns
+    await until(host, lambda h: bool(h.of_kind("NDEATH")), "NDEATH at the close")
     assert host.kinds() == ["NBIRTH", "DBIRTH:press-01", "DDEATH:press-01", "DBIRTH:press-01",
                             "NDEATH"]
     reborn = [p for p in host.points if p.kind == "DBIRTH"][-7:]
