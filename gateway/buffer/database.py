@@ -142,8 +142,8 @@ def _convert(db: sqlite3.Connection, path: Path, counters: Counters) -> str | No
 def _report_conversion(path: Path, done: Converted, counters: Counters) -> None:
     if done.damaged:
         counters.inc("gateway_buffer_damaged_total", done.damaged, cause="row")
-        log.error("buffer: %d rows of %s were damaged and skipped while converting it (%d "
-                  "readings lost)", done.damaged, path, done.damaged)
+        log.error("buffer: %d damaged rows of %s were skipped while converting it to one row "
+                  "per cycle (%d readings lost)", done.damaged, path, done.damaged)
 
 
 def _refuse_directory(path: Path) -> None:
