@@ -158,6 +158,30 @@ def _reading(device: str, tag: Any, value: Any, quality: Quality, ts: datetime, 
     return reading
 
 
+def device_counts(data: bytes, count: int, skip: int = 0) -> dict[str, tuple[int, int, int]]:
+    """Per device in a row, from its `skip`-th reading on: (readings, not good, the newest
+    source timestamp in microseconds), without building readings (`gateway status`). A blob
+    that does not decode raises DamagedRow."""
+    try:
+        runs, _, _, qualities, _, _ = _loads(data)
+        summary: dict[str, tuple[int, int, int]] = {}
+        index = 0
+        for start in range(0, len(runs), 3):
+            device, ts_us, n = runs[start:start + 3]
+            first = max(index, skip)
+            index += n
+            if first >= index:
+                continue
+            bad = 0 if qualities is None else sum(q != "good" for q in qualities[first:index])
+            had, had_bad, newest = summary.get(device, (0, 0, ts_us))
+            summary[device] = (had + index - first, had_bad + bad, max(newest, ts_us))
+        if index != count:
+            raise ValueError("runs do not cover the row")
+        return summary
+    except (TypeError, ValueError, KeyError, IndexError) as exc:
+        raise DamagedRow(type(exc).__name__) from None
+
+
 def split_rows(first_seq: int, readings: Sequence[Reading]) -> list[StoredCycle]:
     """The rows of `readings` numbered from `first_seq`, ROW_READINGS at most each."""
     rows = []

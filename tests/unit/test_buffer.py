@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.buffer import DurableBuffer
+from gateway.buffer.rows import micros
 from gateway.metrics import Counters
 from gateway.models import Quality, Reading
 
@@ -212,4 +213,18 @@ def test_an_array_reading_survives_the_buffer(tmp_path: Path) -> None:
     axes = Reading(device="cnc", tag="axes", value=[1.5, 2, True, "x", None], source_ts=T0)
     buffer.append([axes])
     assert buffer.read("mqtt", 10)[1] == [axes]
+    buffer.close()
+
+
+def test_devices_in_the_buffer_count_what_some_sink_still_needs(tmp_path: Path) -> None:
+    from gateway.buffer import buffer_devices
+
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    buffer.append(readings(10))
+    buffer.append([Reading(device="oven", tag="t", value=None, quality=Quality.BAD,
+                           error="timeout", source_ts=T0), *readings(5, 10)])
+    buffer.ack("mqtt", 4)  # part of the first row was delivered
+    assert buffer_devices(tmp_path / "b.db") == [
+        ("oven", 1, 1, micros(T0)),
+        ("press-01", 11, 0, micros(T0 + timedelta(milliseconds=14)))]
     buffer.close()

@@ -127,3 +127,10 @@ def test_status_reads_an_old_file_no_gateway_has_opened_yet(tmp_path: Path) -> N
     assert report["mqtt"]["oldest_unsent_age_s"] == pytest.approx(60.995)
     assert report["influxdb"] == {"sink": "influxdb", "depth": 0, "dropped": 2,
                                   "unconfirmed": 0, "oldest_unsent_age_s": 0.0}
+
+
+def test_status_lists_the_devices_of_an_old_file(tmp_path: Path) -> None:
+    from gateway.buffer import buffer_devices
+
+    path = old_file(tmp_path / "buffer.db", list(range(1, 11)), {"mqtt": (0, 0, 0)})
+    assert buffer_devices(path) == [("press-01", 10, 0, micros(T0 + timedelta(milliseconds=10)))]
