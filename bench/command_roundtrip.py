@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import yaml
 from bench.harness import Scenario, Sources, Subscriber, _NoAliases, device_entries, metrics
 from bench.measure import ProcessSampler, percentile
 from tests.fixtures_mqtt import Mosquitto
-from tests.procs import free_port, wait_for
+from tests.procs import free_port, stop_process, wait_for
 
 SITE = "bench"
 WRITABLE_TAG = "sp"
@@ -293,11 +292,7 @@ def run_phase(phase: Phase, workdir: Path, broker: Mosquitto, commander: Command
         while commander.ledger.answered(ids) < len(ids) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         if subscriber is not None:
             subscriber.close()
 

@@ -49,7 +49,7 @@ from drivers.modbus.planner import TagSpan, plan_reads
 from gateway.sinks.sparkplug.sparkplug_b_pb2 import Payload as SparkplugPayload
 from simulators.modbus import register_map
 from tests.fixtures_mqtt import Mosquitto
-from tests.procs import free_port, port_open, wait_for
+from tests.procs import free_port, port_open, stop_process, wait_for
 
 BENCH_TAGS = 250  # uint16 registers 0..249 of a unit: two 125-register reads
 
@@ -350,11 +350,7 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
         after = metrics(http_port)
         source_after = sources.counts("opcua" if scenario.source == "opcua" else "modbus")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         subscriber.close()
 
     def delta(name: str) -> float:

@@ -91,6 +91,15 @@ class Service:
             self.proc.wait(5)
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM (the gateway's clean stop), then SIGKILL if it is not gone within `timeout`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """`wait_for` for coroutines: the predicate runs in a thread, so a server living in the
     test's own event loop (the simulator) keeps answering meanwhile."""
