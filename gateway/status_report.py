@@ -5,7 +5,6 @@ Formatting is pure (data in, lines out); reading is two small functions."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from gateway.buffer import buffer_devices as read_devices
 
 COLUMNS_EXPLAINED = """\
 columns:
@@ -38,15 +39,8 @@ class DeviceRow:
 def buffer_devices(path: str | Path) -> list[DeviceRow]:
     """Per device in the buffer's readings: how many, how many not good, the newest time.
     Read-only, like buffer_report."""
-    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT device, COUNT(*), SUM(quality != 'good'), MAX(ts_us) "
-                          "FROM readings GROUP BY device ORDER BY device").fetchall()
-    finally:
-        db.close()
-    return [DeviceRow(name, count, int(bad or 0),
-                      datetime.fromtimestamp(ts / 1e6, UTC) if ts else None)
-            for name, count, bad, ts in rows]
+    return [DeviceRow(name, count, bad, datetime.fromtimestamp(ts / 1e6, UTC) if ts else None)
+            for name, count, bad, ts in read_devices(path)]
 
 
 def running_status(listen: str, timeout: float = 2.0) -> dict[str, Any] | None:

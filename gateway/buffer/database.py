@@ -10,26 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.buffer.highwater import Mark
-from gateway.buffer.rows import insert_sql
+from gateway.buffer.legacy import Converted, convert
 from gateway.buffer.salvage import Outcome, assess, salvage_file
+from gateway.buffer.schema import INSERT_CYCLES, SCHEMA, is_damage, set_sequence
 from gateway.errors import BufferError
 from gateway.metrics import Counters
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT NOT NULL, tag TEXT NOT NULL, value TEXT NOT NULL, quality TEXT NOT NULL,
-    ts_us INTEGER NOT NULL, unit TEXT, error TEXT
-);
-CREATE TABLE IF NOT EXISTS cursors (
-    sink TEXT PRIMARY KEY,
-    last_id INTEGER NOT NULL,      -- delivered (acknowledged) up to here
-    inflight_id INTEGER NOT NULL,  -- a batch up to here was handed to the sink, maybe not acked
-    dropped INTEGER NOT NULL DEFAULT 0
-);
-"""
 # A whole-file check at start reads every page: about 15 ms per MiB from the page cache, far
 # more from an SD card. Past this size only the schema, the cursors and the ends are read at
 # start, and damage further in is met (and stepped over, counted) when a sink reads it.
@@ -49,9 +37,15 @@ def open_database(path: Path, sync: str, mark: Mark | None, sinks: list[str],
                           f"({exc.strerror or exc}): set gateway.buffer.path to a writable place",
                           path=str(path)) from None
     try:
-        return _open_checked(path, sync)
+        db = _open_checked(path, sync)
     except sqlite3.Error as exc:
         problem = str(exc)
+    else:
+        damage = _convert(db, path, counters)
+        if damage is None:
+            return db
+        db.close()
+        problem = damage
     if not path.exists():
         raise BufferError(f"cannot create the buffer file {path} ({problem}): make "
                           f"{path.parent} writable or set gateway.buffer.path to a writable place",
@@ -81,7 +75,7 @@ def connect(path: Path, sync: str) -> sqlite3.Connection:
         db.execute(f"PRAGMA synchronous={'FULL' if sync == 'power' else 'NORMAL'}")
         db.executescript(SCHEMA)
         # A write: a read-only file fails here rather than at the first append.
-        db.execute("PRAGMA user_version = 1")
+        db.execute("PRAGMA user_version = 2")
         db.execute(f"PRAGMA wal_autocheckpoint={_checkpoint_pages(path, db)}")
     except BaseException:
         db.close()
@@ -114,12 +108,42 @@ def _open_checked(path: Path, sync: str) -> sqlite3.Connection:
 def _check(db: sqlite3.Connection, path: Path) -> None:
     """Raise sqlite3.DatabaseError if the file is damaged (as far as a check at start sees)."""
     db.execute("SELECT sink, last_id, inflight_id, dropped FROM cursors").fetchall()
-    db.execute("SELECT MIN(id), MAX(id) FROM readings").fetchone()
+    db.execute("SELECT MIN(last_seq), MAX(last_seq) FROM cycles").fetchone()
     if path.stat().st_size > FULL_CHECK_MAX_BYTES:
         return
     problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
     if problems != ["ok"]:
-        raise sqlite3.DatabaseError(f"database disk image is malformed ({problems[0]})")
+        first = " ".join(str(problems[0]).split())  # one line: it can hold several
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({first})")
+
+
+def _convert(db: sqlite3.Connection, path: Path, counters: Counters) -> str | None:
+    """Convert a file of the first schema (legacy.py). The damage, when its old rows cannot
+    be read (the file is then salvaged); another failure (a full disk) is a BufferError that
+    leaves the file as it was."""
+    try:
+        done = convert(db)
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return str(exc)
+        db.close()
+        raise BufferError(f"cannot convert the buffer file {path} to the new schema ({exc}): "
+                          "nothing was changed or lost; free space (or fix the disk) and start "
+                          "again", path=str(path)) from None
+    except sqlite3.Error as exc:
+        db.close()
+        raise BufferError(f"cannot convert the buffer file {path} to the new schema ({exc}): "
+                          "nothing was changed or lost; start again", path=str(path)) from None
+    if done is not None:
+        _report_conversion(path, done, counters)
+    return None
+
+
+def _report_conversion(path: Path, done: Converted, counters: Counters) -> None:
+    if done.damaged:
+        counters.inc("gateway_buffer_damaged_total", done.damaged, cause="row")
+        log.error("buffer: %d damaged rows of %s were skipped while converting it to one row "
+                  "per cycle (%d readings lost)", done.damaged, path, done.damaged)
 
 
 def _refuse_directory(path: Path) -> None:
@@ -151,30 +175,19 @@ def _move_aside(path: Path, problem: str) -> Path:
 
 
 def _replay(db: sqlite3.Connection, outcome: Outcome) -> None:
-    """Write the salvaged rows (with their ids) and cursors into the fresh file."""
+    """Write the salvaged rows (with their sequence numbers) and cursors into the fresh file."""
     with db:
         db.execute("BEGIN")
-        db.executemany(insert_sql(1, with_ids=True),
-                       (outcome.saved[i] for i in sorted(outcome.saved)))
+        db.executemany(INSERT_CYCLES, (outcome.saved[i] for i in sorted(outcome.saved)))
         db.executemany("INSERT OR REPLACE INTO cursors (sink, last_id, inflight_id, dropped) "
                        "VALUES (?, ?, ?, ?)",
                        ((sink, *cursor) for sink, cursor in outcome.cursors.items()))
         set_sequence(db, outcome.top)
 
 
-def set_sequence(db: sqlite3.Connection, at_least: int) -> None:
-    """Make the next automatic row id come after `at_least` (ids never go back: cursors and
-    the high-water mark refer to them)."""
-    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-    if row is None:
-        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('readings', ?)", (at_least,))
-    elif row[0] < at_least:
-        db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'readings'", (at_least,))
-
-
 def _report(path: Path, moved: Path, problem: str, outcome: Outcome,
             counters: Counters) -> None:
-    saved = len(outcome.saved)
+    saved = outcome.saved_readings
     counters.inc("gateway_buffer_salvaged_total", saved)
     if outcome.lost:
         counters.inc("gateway_buffer_damaged_total", outcome.lost, cause="file")

@@ -2,7 +2,9 @@
 
 Row by row through SQLite, stepping over the damaged pages; then, when the `sqlite3` command
 line tool is installed, its `.recover` (which reads every page it can parse) fills in more.
-Neither needs the file to be sound; neither writes to it.
+Neither needs the file to be sound; neither writes to it. Rows of whole cycles (cycles.py) are
+kept as they are; rows of the first schema (one reading each, a file not yet converted) become
+cycles of one reading.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.buffer.cycles import StoredCycle, decode_cycle, split_rows
 from gateway.buffer.highwater import Mark
+from gateway.buffer.legacy import legacy_sequence
 from gateway.buffer.rows import SELECT_COLUMNS, DamagedRow, from_row
+from gateway.buffer.schema import top_sequence
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,9 @@ _RECOVER_TIMEOUT = 300.0
 class Salvage:
     """What came out of a damaged file."""
 
-    rows: dict[int, tuple[Any, ...]] = field(default_factory=dict)  # id -> decodable row
+    cycles: dict[int, StoredCycle] = field(default_factory=dict)  # last_seq -> decodable row
     cursors: dict[str, Cursor] | None = None
-    sequence: int = 0  # the highest id the file ever gave out, if it still says
+    sequence: int = 0  # the highest sequence number the file ever gave out, if it still says
     damaged: int = 0  # rows found whose content does not decode
 
 
@@ -64,56 +69,84 @@ def _read_cursors(db: sqlite3.Connection) -> dict[str, Cursor] | None:
 
 
 def _read_sequence(db: sqlite3.Connection) -> int:
-    try:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-    except sqlite3.Error:
-        return 0
-    return row[0] if row and type(row[0]) is int else 0
+    with suppress(sqlite3.Error, TypeError, ValueError):
+        return max(top_sequence(db), legacy_sequence(db))
+    return legacy_sequence(db)
 
 
-def _keep(result: Salvage, row: tuple[Any, ...]) -> None:
-    if type(row[0]) is not int or row[0] in result.rows:
+@dataclass(frozen=True)
+class _Table:
+    """How to read one table's rows by key, and keep the decodable ones."""
+
+    name: str
+    key: str
+    columns: str
+
+
+_CYCLES = _Table("cycles", "last_seq", "last_seq, count, ts_us, data")
+_LEGACY = _Table("readings", "id", SELECT_COLUMNS)
+
+
+def _keep(result: Salvage, table: _Table, row: tuple[Any, ...]) -> None:
+    if type(row[0]) is not int or row[0] in result.cycles:
         return
     try:
-        from_row(row)
+        if table is _CYCLES:
+            last_seq, count, ts_us, data = row
+            if type(count) is not int or type(ts_us) is not int:
+                raise DamagedRow("not a cycle")
+            decode_cycle(data, count)
+            result.cycles[last_seq] = (last_seq, count, ts_us, data)
+        else:
+            result.cycles[row[0]] = split_rows(row[0], [from_row(row)])[0]
     except DamagedRow:
         result.damaged += 1
-        return
-    result.rows[row[0]] = row
 
 
 def _scan_rows(db: sqlite3.Connection, result: Salvage) -> None:
-    """Every row SQLite can still reach, in id order; a damaged page is stepped over."""
+    for table in (_CYCLES, _LEGACY):
+        try:
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (table.name,)).fetchone()
+        except sqlite3.Error:
+            exists = True  # the schema is damaged: try anyway
+        if exists:
+            _scan_table(db, table, result)
+
+
+def _scan_table(db: sqlite3.Connection, table: _Table, result: Salvage) -> None:
+    """Every row SQLite can still reach, in key order; a damaged page is stepped over."""
     after: int | None = 0
     while after is not None:
         try:
-            for row in db.execute(f"SELECT {SELECT_COLUMNS} FROM readings WHERE id > ? "
-                                  "ORDER BY id", (after,)):
-                _keep(result, row)
+            for row in db.execute(f"SELECT {table.columns} FROM {table.name} WHERE "
+                                  f"{table.key} > ? ORDER BY {table.key}", (after,)):
+                _keep(result, table, row)
                 after = row[0]
             return
         except sqlite3.Error:
-            after = _step_over_damage(db, result, after)
+            after = _step_over_damage(db, table, result, after)
 
 
-def _step_over_damage(db: sqlite3.Connection, result: Salvage, after: int) -> int | None:
-    """The id to scan on from after a failure past `after`, or None when nothing is left.
-    Ids are tried one by one first (one damaged leaf page holds tens of rows), then in
+def _step_over_damage(db: sqlite3.Connection, table: _Table, result: Salvage,
+                      after: int) -> int | None:
+    """The key to scan on from after a failure past `after`, or None when nothing is left.
+    Keys are tried one by one first (one damaged leaf page holds tens of rows), then in
     doubling steps (a damaged interior page hides thousands)."""
     for candidate in range(after + 1, after + 1 + _PROBE_ONE_BY_ONE):
         try:
-            row = db.execute(f"SELECT {SELECT_COLUMNS} FROM readings WHERE id = ?",
+            row = db.execute(f"SELECT {table.columns} FROM {table.name} WHERE {table.key} = ?",
                              (candidate,)).fetchone()
         except sqlite3.Error:
             continue
         if row is not None:
-            _keep(result, row)
+            _keep(result, table, row)
             return candidate
     step = _PROBE_ONE_BY_ONE
     while after + step < _MAX_ID:
         try:
-            row = db.execute("SELECT id FROM readings WHERE id > ? ORDER BY id LIMIT 1",
-                             (after + step,)).fetchone()
+            row = db.execute(f"SELECT {table.key} FROM {table.name} WHERE {table.key} > ? "
+                             f"ORDER BY {table.key} LIMIT 1", (after + step,)).fetchone()
         except sqlite3.Error:
             step *= 2
             continue
@@ -137,9 +170,11 @@ def _recover_with_cli(path: Path, result: Salvage) -> None:
         # script, which leaves what came before it.
         with suppress(sqlite3.Error):
             recovered.executescript(done.stdout.decode("utf-8", errors="replace"))
-        with suppress(sqlite3.Error):
-            for row in recovered.execute(f"SELECT {SELECT_COLUMNS} FROM readings ORDER BY id"):
-                _keep(result, row)
+        for table in (_CYCLES, _LEGACY):
+            with suppress(sqlite3.Error):
+                for row in recovered.execute(f"SELECT {table.columns} FROM {table.name} "
+                                             f"ORDER BY {table.key}"):
+                    _keep(result, table, row)
         if result.cursors is None:
             result.cursors = _read_cursors(recovered)
         result.sequence = max(result.sequence, _read_sequence(recovered))
@@ -149,28 +184,31 @@ def _recover_with_cli(path: Path, result: Salvage) -> None:
 class Outcome:
     """What a salvage saved and lost, and where the new file starts."""
 
-    saved: dict[int, tuple[Any, ...]]  # rows some sink still needs, by id
+    saved: dict[int, StoredCycle]  # rows some sink still needs, by last_seq
     cursors: dict[str, Cursor]  # per configured sink
-    top: int  # the highest id given out before: the fresh file goes on after it
+    top: int  # the highest sequence number given out before: the fresh file goes on after it
     lost: int | None  # None: unknown (no cursors and no high-water mark)
+    saved_readings: int = 0  # readings in `saved` that some sink still needs
 
 
 def assess(salvage: Salvage, mark: Mark | None, sinks: list[str]) -> Outcome:
     """Which salvaged rows to replay, the cursors to replay them with, and how many readings
-    that some sink still needed are gone (at most: ids that were never used count too)."""
-    ids = salvage.rows.keys()
-    top = max(mark.committed if mark else 0, salvage.sequence, max(ids, default=0))
+    that some sink still needed are gone (at most: numbers that were never used count too)."""
+    cycles = salvage.cycles.values()
+    top = max(mark.committed if mark else 0, salvage.sequence,
+              max((c[0] for c in cycles), default=0))
     known = salvage.cursors or {}
     floors = [mark.acked] if mark else []
     if known:
         floors.append(min(cursor[0] for cursor in known.values()))
     floor = max(floors) if floors else None
-    start = floor if floor is not None else min(ids, default=1) - 1
-    saved = {i: row for i, row in salvage.rows.items() if i > start}
+    start = floor if floor is not None else min((c[0] - c[1] for c in cycles), default=0)
+    saved = {c[0]: c for c in cycles if c[0] > start}
+    saved_readings = sum(min(c[1], c[0] - start) for c in saved.values())
     cursors = {}
     for sink in sinks:
         last_id, inflight_id, dropped = known.get(sink, (start, start, 0))
         last_id = max(last_id, start)
         cursors[sink] = (last_id, max(inflight_id, last_id), dropped)
-    lost = None if floor is None else max(0, top - floor - len(saved))
-    return Outcome(saved, cursors, max(top, start), lost)
+    lost = None if floor is None else max(0, top - floor - saved_readings)
+    return Outcome(saved, cursors, max(top, start), lost, saved_readings)

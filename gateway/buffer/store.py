@@ -1,9 +1,11 @@
 """Durable store-and-forward buffer: SQLite in WAL mode, one cursor per sink.
 
-Readings are appended in batches; each sink reads forward from its own cursor and advances it
-only after the far side acknowledged the batch, so a crash, an outage or a restart loses nothing
-that reached this file (at-least-once). Rows every sink has passed are trimmed. Past `max_size`
-the oldest rows are deleted and every sink that had not sent them counts them as dropped.
+Readings are appended in batches, one SQLite row per batch (a cycle: cycles.py), numbered by
+reading; each sink reads forward from its own cursor (a reading's number, so a sink may ack
+part of a row) and advances it only after the far side acknowledged the batch, so a crash, an
+outage or a restart loses nothing that reached this file (at-least-once). Rows every sink has
+passed are trimmed. Past `max_size` the oldest rows are deleted and every sink that had not
+sent their readings counts them as dropped.
 
 The most recent appends are also kept in memory (up to `memory_rows`), so that sinks keeping up
 with the drivers read them without a query and without rebuilding `Reading`s from rows (profiled:
@@ -28,19 +30,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.buffer.database import open_database, set_sequence
-from gateway.buffer.highwater import HighWaterFile, Mark, read_mark
-from gateway.buffer.memory import MemoryTail
-from gateway.buffer.rows import (
-    COLUMNS,
-    ROWS_PER_INSERT,
-    SELECT_COLUMNS,
+from gateway.buffer.cycles import (
+    ROW_READINGS,
     DamagedRow,
-    from_row,
-    insert_sql,
-    micros,
-    row_values,
+    decode_cycle,
+    device_counts,
+    split_rows,
 )
+from gateway.buffer.database import open_database
+from gateway.buffer.highwater import HighWaterFile, Mark, read_mark
+from gateway.buffer.legacy import has_legacy_rows
+from gateway.buffer.memory import MemoryTail
+from gateway.buffer.rows import micros
+from gateway.buffer.schema import INSERT_CYCLES, is_damage, set_sequence
 from gateway.metrics import COUNTERS, GAUGES, Counters, Gauges
 from gateway.models import Reading
 
@@ -52,7 +54,7 @@ _MEMORY_LIMIT = 100_000  # readings kept in memory only while the file cannot be
 _RETRY_FIRST = 0.5  # seconds before the first retry of a failed write; doubles up to:
 _RETRY_MAX = 5.0
 _FLUSH_ROWS = 5_000  # readings per transaction when memory is written out after a failure
-_WIDTH = len(COLUMNS) + 1  # values per row: the id, then COLUMNS
+_SELECT_AFTER = "SELECT last_seq, count, data FROM cycles WHERE last_seq > ? ORDER BY last_seq"
 
 
 @dataclass
@@ -88,6 +90,8 @@ class DurableBuffer:
         self._since = self._next_retry = 0.0
         self._retry_delay = _RETRY_FIRST
         self._memory_dropped = self._written_later = 0
+        # Per sink, the last row it read part of, decoded (its next read starts there).
+        self._partial: dict[str, tuple[int, list[Reading]]] = {}
         top = self._check_mark(mark)
         self._cursors = self._load_cursors(top, mark)
         self._committed = top
@@ -114,8 +118,8 @@ class DurableBuffer:
 
     def _highest_id(self) -> int:
         row = self._db.execute(
-            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'readings'), 0),"
-            " COALESCE((SELECT MAX(id) FROM readings), 0),"
+            "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'top'), 0),"
+            " COALESCE((SELECT MAX(last_seq) FROM cycles), 0),"
             " COALESCE((SELECT MAX(inflight_id) FROM cursors), 0))").fetchone()
         return int(row[0])
 
@@ -187,18 +191,11 @@ class DurableBuffer:
         self._retry_if_due()
 
     def _insert(self, first_id: int, readings: Sequence[Reading]) -> None:
-        """Write readings with ids from `first_id` in one transaction. Rows in groups of
-        ROWS_PER_INSERT per statement (one VALUES list each): binding is most of SQLite's cost
-        per row here, and a statement per row costs 3x more (measured)."""
-        values = row_values(readings, first_id)
-        group = ROWS_PER_INSERT * _WIDTH
-        whole = len(readings) // ROWS_PER_INSERT * group
+        """Write readings numbered from `first_id` in one transaction, as cycle rows."""
+        rows = split_rows(first_id, readings)
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(insert_sql(ROWS_PER_INSERT, with_ids=True),
-                                 (values[i:i + group] for i in range(0, whole, group)))
-            self._db.executemany(insert_sql(1, with_ids=True),
-                                 (values[i:i + _WIDTH] for i in range(whole, len(values), _WIDTH)))
+            self._db.executemany(INSERT_CYCLES, rows)
 
     def read(self, sink: str, limit: int) -> tuple[int, list[Reading]]:
         """Up to `limit` readings after the sink's cursor, oldest first, and the last row id.
@@ -210,7 +207,7 @@ class DurableBuffer:
                 return cursor + len(batch), batch
             if cursor >= self._tail.saved_up_to:
                 return self._read_memory(cursor, limit)
-            last_id, readings = self._read_file(cursor, limit)
+            last_id, readings = self._read_file(sink, cursor, limit)
             if last_id is None:  # the file cannot be read now: again at the next call
                 return cursor, []
             if readings:
@@ -225,48 +222,87 @@ class DurableBuffer:
         batch = self._tail.get(after, limit) or []
         return (after + len(batch), batch) if batch else (cursor, [])
 
-    def _read_file(self, cursor: int, limit: int) -> tuple[int | None, list[Reading]]:
-        """Rows after `cursor` from the file: the last id looked at (None: the file could not
-        be read) and the readings."""
+    def _read_file(self, sink: str, cursor: int,
+                   limit: int) -> tuple[int | None, list[Reading]]:
+        """Readings after `cursor` from the file: the last number looked at (None: the file
+        could not be read) and the readings. Rows are read until `limit` readings are had; of
+        the last one only what fits is taken (and the row is kept decoded for the next read)."""
         try:
-            rows = self._db.execute(f"SELECT {SELECT_COLUMNS} FROM readings WHERE id > ? "
-                                    "ORDER BY id LIMIT ?", (cursor, limit)).fetchall()
+            query = self._db.execute(_SELECT_AFTER, (cursor,))
+            try:
+                return self._take(sink, cursor, limit, query)
+            finally:
+                query.close()
         except sqlite3.DatabaseError as exc:
-            if not _is_damage(exc):
+            if not is_damage(exc):
                 return None, []  # busy, I/O
-            return self._read_around_damage(cursor, limit)
+            return self._read_around_damage(sink, cursor, limit)
         except sqlite3.Error:
             return None, []
-        readings = []
-        for row in rows:
-            try:
-                readings.append(from_row(row))
-            except DamagedRow:
-                self._count_damaged(row[0])
-        return (rows[-1][0] if rows else cursor), readings
 
-    def _read_around_damage(self, cursor: int, limit: int) -> tuple[int | None, list[Reading]]:
-        """A damaged page under the range: the rows one by one, the unreadable ones skipped."""
-        readings = []
+    def _take(self, sink: str, cursor: int, limit: int,
+              rows: Iterable[tuple[Any, ...]]) -> tuple[int, list[Reading]]:
+        readings: list[Reading] = []
         last_id = cursor
-        for row_id in range(cursor + 1, min(cursor + limit, self._tail.saved_up_to) + 1):
-            last_id = row_id
-            try:
-                row = self._db.execute(f"SELECT {SELECT_COLUMNS} FROM readings WHERE id = ?",
-                                       (row_id,)).fetchone()
-                if row is not None:
-                    readings.append(from_row(row))
-            except (sqlite3.DatabaseError, DamagedRow):
-                self._count_damaged(row_id)
+        for last_seq, count, data in rows:
+            last_id = self._take_row(sink, last_id, limit, readings, last_seq, count, data)
+            if len(readings) >= limit:
+                break
         return last_id, readings
 
-    def _count_damaged(self, row_id: int) -> None:
-        if row_id <= self._damaged_seen:
+    def _take_row(self, sink: str, after: int, limit: int, readings: list[Reading],
+                  last_seq: int, count: int, data: bytes) -> int:
+        """Add the readings of one row numbered above `after`, up to `limit` in all; returns
+        the number of the last one taken (or looked at)."""
+        partial = self._partial.get(sink)
+        if partial is not None and partial[0] == last_seq:
+            decoded = partial[1]
+        else:
+            try:
+                decoded = decode_cycle(data, count)
+            except DamagedRow:
+                self._count_damaged(last_seq, count)
+                return last_seq
+        first = last_seq - count + 1
+        skip = max(0, after + 1 - first)
+        room = limit - len(readings)
+        taken = decoded[skip:skip + room]
+        readings += taken
+        if skip + len(taken) < count:
+            self._partial[sink] = (last_seq, decoded)
+            return first + skip + len(taken) - 1
+        self._partial.pop(sink, None)
+        return last_seq
+
+    def _read_around_damage(self, sink: str, cursor: int,
+                            limit: int) -> tuple[int | None, list[Reading]]:
+        """A damaged page under the range: the rows one by one (by the number they end at),
+        the unreadable ones skipped."""
+        readings: list[Reading] = []
+        last_id = cursor
+        # The row holding reading cursor + limit ends at most ROW_READINGS after it.
+        end = min(cursor + limit + ROW_READINGS, self._tail.saved_up_to)
+        for seq in range(cursor + 1, end + 1):
+            try:
+                row = self._db.execute("SELECT last_seq, count, data FROM cycles "
+                                       "WHERE last_seq = ?", (seq,)).fetchone()
+            except sqlite3.DatabaseError:
+                self._count_damaged(seq, 1)
+                last_id = seq
+                continue
+            if row is not None:
+                last_id = self._take_row(sink, last_id, limit, readings, *row)
+            if len(readings) >= limit:
+                break
+        return last_id, readings
+
+    def _count_damaged(self, last_seq: int, count: int) -> None:
+        if last_seq <= self._damaged_seen:
             return  # another sink met it first
-        self._damaged_seen = row_id
-        self.counters.inc("gateway_buffer_damaged_total", cause="row")
-        log.error("buffer: row %d of %s is damaged and skipped (one reading lost)", row_id,
-                  self.path)
+        self._damaged_seen = last_seq
+        self.counters.inc("gateway_buffer_damaged_total", count, cause="row")
+        log.error("buffer: the row of readings %d-%d of %s is damaged and skipped (%d readings "
+                  "lost)", last_seq - count + 1, last_seq, self.path, count)
 
     def _skip(self, sink: str, last_id: int) -> None:
         state = self._cursors.setdefault(sink, _Cursor(0, 0, 0))
@@ -336,8 +372,9 @@ class DurableBuffer:
         """Readings waiting for this sink."""
         cursor = self.cursor(sink)
         try:
-            in_file = int(self._db.execute("SELECT COUNT(*) FROM readings WHERE id > ?",
-                                           (cursor,)).fetchone()[0])
+            in_file = int(self._db.execute(
+                "SELECT COALESCE(SUM(MIN(count, last_seq - ?)), 0) FROM cycles WHERE "
+                "last_seq > ?", (cursor, cursor)).fetchone()[0])
         except sqlite3.Error:
             in_file = max(0, self._tail.saved_up_to - cursor)
         return in_file + self._tail.unsaved_after(cursor)
@@ -347,8 +384,8 @@ class DurableBuffer:
         cursor = self.cursor(sink)
         row = None
         with suppress(sqlite3.Error):
-            row = self._db.execute("SELECT ts_us FROM readings WHERE id > ? ORDER BY id "
-                                   "LIMIT 1", (cursor,)).fetchone()
+            row = self._db.execute("SELECT ts_us FROM cycles WHERE last_seq > ? ORDER BY "
+                                   "last_seq LIMIT 1", (cursor,)).fetchone()
         if row is not None and type(row[0]) is int:
             ts_us = row[0]
         else:
@@ -403,9 +440,9 @@ class DurableBuffer:
             self._fail(exc)
 
     def _trim_file(self) -> None:
-        """Delete the rows every sink has delivered."""
+        """Delete the rows every sink has delivered whole."""
         lowest = self._lowest_cursor()
-        self._db.execute("DELETE FROM readings WHERE id <= ?", (lowest,))
+        self._db.execute("DELETE FROM cycles WHERE last_seq <= ?", (lowest,))
         self._tail.forget(lowest)
 
     def _keep_under_max_size(self) -> None:
@@ -413,20 +450,24 @@ class DurableBuffer:
             pass
 
     def _drop_oldest(self) -> bool:
-        """Free a tenth of the rows, oldest first, counting what each sink never sent.
-        False when there is nothing left to drop (or the file cannot be written)."""
+        """Free a tenth of the readings (whole rows), oldest first, counting what each sink
+        never sent. False when there is nothing left to drop (or the file cannot be written)."""
         try:
             self._trim_file()
-            count, first = self._db.execute("SELECT COUNT(*), MIN(id) FROM readings").fetchone()
+            count, first = self._db.execute(
+                "SELECT SUM(count), MIN(last_seq - count + 1) FROM cycles").fetchone()
             if not count:
                 return False
-            cut = first + max(1, count // 10) - 1
+            cut = int(self._db.execute(
+                "SELECT MIN(last_seq) FROM cycles WHERE last_seq >= ?",
+                (first + max(1, count // 10) - 1,)).fetchone()[0])
             lost = {sink: int(self._db.execute(
-                "SELECT COUNT(*) FROM readings WHERE id > ? AND id <= ?",
-                (c.last_id, cut)).fetchone()[0]) for sink, c in self._cursors.items()}
+                "SELECT COALESCE(SUM(MIN(count, last_seq - ?)), 0) FROM cycles WHERE "
+                "last_seq > ? AND last_seq <= ?",
+                (c.last_id, c.last_id, cut)).fetchone()[0]) for sink, c in self._cursors.items()}
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.execute("DELETE FROM readings WHERE id <= ?", (cut,))
+                self._db.execute("DELETE FROM cycles WHERE last_seq <= ?", (cut,))
                 self._db.executemany(
                     "UPDATE cursors SET last_id = MAX(last_id, ?), inflight_id = "
                     "MAX(inflight_id, ?), dropped = dropped + ? WHERE sink = ?",
@@ -536,10 +577,33 @@ class DurableBuffer:
         self._keep_under_max_size()
 
 
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """SQLITE_CORRUPT or SQLITE_NOTADB: the file's content is wrong, not its disk."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc)
+_BACKLOG = ("SELECT COALESCE(SUM(MIN(count, last_seq - ?)), 0), MIN(ts_us) FROM cycles "
+            "WHERE last_seq > ?")
+# A file of the first schema that no gateway has opened since the upgrade (legacy.py).
+_BACKLOG_LEGACY = "SELECT COUNT(*) + 0 * ?, MIN(ts_us) FROM readings WHERE id > ?"
+
+
+def buffer_devices(path: str | Path) -> list[tuple[str, int, int, int | None]]:
+    """Per device in the buffer, by name: readings, readings not good, the newest source
+    timestamp (microseconds). Read-only, like buffer_report; damaged rows are left out."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        if has_legacy_rows(db):
+            return [(str(name), int(n), int(bad or 0), ts) for name, n, bad, ts in db.execute(
+                "SELECT device, COUNT(*), SUM(quality != 'good'), MAX(ts_us) FROM readings "
+                "GROUP BY device ORDER BY device")]
+        lowest = db.execute("SELECT MIN(last_id) FROM cursors").fetchone()[0] or 0
+        totals: dict[str, tuple[int, int, int]] = {}
+        for last_seq, count, data in db.execute(
+                "SELECT last_seq, count, data FROM cycles ORDER BY last_seq"):
+            with suppress(DamagedRow):
+                skip = max(0, lowest - (last_seq - count))  # delivered everywhere: trimmed
+                for device, (n, bad, newest) in device_counts(data, count, skip).items():
+                    had, had_bad, had_newest = totals.get(device, (0, 0, newest))
+                    totals[device] = (had + n, had_bad + bad, max(had_newest, newest))
+        return [(name, *totals[name]) for name in sorted(totals)]
+    finally:
+        db.close()
 
 
 def buffer_report(path: str | Path, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -549,10 +613,10 @@ def buffer_report(path: str | Path, now: datetime | None = None) -> list[dict[st
     try:
         now_us = micros(now or datetime.now(UTC))
         report = []
+        backlog = _BACKLOG_LEGACY if has_legacy_rows(db) else _BACKLOG
         for sink, last_id, inflight_id, dropped in db.execute(
                 "SELECT sink, last_id, inflight_id, dropped FROM cursors ORDER BY sink"):
-            depth, oldest = db.execute(
-                "SELECT COUNT(*), MIN(ts_us) FROM readings WHERE id > ?", (last_id,)).fetchone()
+            depth, oldest = db.execute(backlog, (last_id, last_id)).fetchone()
             report.append({
                 "sink": sink, "depth": depth, "dropped": dropped,
                 "unconfirmed": max(0, inflight_id - last_id),

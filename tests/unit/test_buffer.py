@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.buffer import DurableBuffer
+from gateway.buffer.rows import micros
 from gateway.metrics import Counters
 from gateway.models import Quality, Reading
 
@@ -98,14 +99,31 @@ def test_a_sink_behind_the_in_memory_tail_reads_the_file(tmp_path: Path) -> None
 
 def test_rows_acked_by_every_sink_are_trimmed(tmp_path: Path) -> None:
     buffer = DurableBuffer(tmp_path / "b.db", ["a", "b"])
-    buffer.append(readings(50))
+    for start in range(0, 50, 10):  # five cycles, one row each
+        buffer.append(readings(10, start))
     for _ in range(20):
         buffer.ack("a", buffer.read("a", 100)[0])
-    buffer.ack("b", buffer.read("b", 10)[0])
+    buffer.ack("b", buffer.read("b", 15)[0])  # the first cycle and half the second
     buffer.close()
     reopened = DurableBuffer(tmp_path / "b.db", ["a", "b"])
-    count = reopened._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-    assert count == 40
+    rows, count = reopened._db.execute("SELECT COUNT(*), SUM(count) FROM cycles").fetchone()
+    assert (rows, count) == (4, 40)  # the half-sent row stays whole
+    assert reopened.depth("b") == 35 and reopened.depth("a") == 0
+    assert values(reopened.read("b", 100)[1]) == list(range(15, 50))
+
+
+def test_a_sink_reads_a_cycle_in_parts_and_resumes_inside_it(tmp_path: Path) -> None:
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"], memory_rows=1)
+    buffer.append(readings(250))
+    buffer.append(readings(250, 250))
+    delivered: list[object] = []
+    for _ in range(6):  # 100 at a time: reads start and end inside rows
+        last, batch = buffer.read("mqtt", 100)
+        delivered += values(batch)
+        buffer.ack("mqtt", last)
+        assert last == len(delivered)
+    assert delivered == list(range(500))
+    buffer.close()
 
 
 def test_full_buffer_drops_oldest_and_counts_them(tmp_path: Path) -> None:
@@ -195,4 +213,18 @@ def test_an_array_reading_survives_the_buffer(tmp_path: Path) -> None:
     axes = Reading(device="cnc", tag="axes", value=[1.5, 2, True, "x", None], source_ts=T0)
     buffer.append([axes])
     assert buffer.read("mqtt", 10)[1] == [axes]
+    buffer.close()
+
+
+def test_devices_in_the_buffer_count_what_some_sink_still_needs(tmp_path: Path) -> None:
+    from gateway.buffer import buffer_devices
+
+    buffer = DurableBuffer(tmp_path / "b.db", ["mqtt"])
+    buffer.append(readings(10))
+    buffer.append([Reading(device="oven", tag="t", value=None, quality=Quality.BAD,
+                           error="timeout", source_ts=T0), *readings(5, 10)])
+    buffer.ack("mqtt", 4)  # part of the first row was delivered
+    assert buffer_devices(tmp_path / "b.db") == [
+        ("oven", 1, 1, micros(T0)),
+        ("press-01", 11, 0, micros(T0 + timedelta(milliseconds=14)))]
     buffer.close()

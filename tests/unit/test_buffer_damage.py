@@ -233,24 +233,27 @@ def test_random_bytes_in_the_write_ahead_log_are_counted(
 
 def test_one_damaged_row_is_skipped_and_counted_and_reading_goes_on(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = written_buffer(tmp_path / "buffer.db", count=100, acked=0)
+    path = written_buffer(tmp_path / "buffer.db", count=300, acked=0)  # rows of 100 readings
     with sqlite3.connect(path) as db:  # what a damaged page can decode to
-        db.execute("UPDATE readings SET value = X'00ff', ts_us = 'soon' WHERE id = 50")
+        db.execute("UPDATE cycles SET data = X'00ff', ts_us = 'soon' WHERE last_seq = 200")
     buffer, counters = reopen(path)
     delivered = drain(buffer)
-    assert delivered == [v for v in range(100) if v != 49]
-    assert counters.get("gateway_buffer_damaged_total", cause="row") == 1
-    assert "row 50" in one_error_line(caplog)
+    assert delivered == [v for v in range(300) if not 100 <= v < 200]
+    assert counters.get("gateway_buffer_damaged_total", cause="row") == 100
+    assert "readings 101-200" in one_error_line(caplog)
 
 
-def test_a_batch_of_only_damaged_rows_does_not_stall_the_sink(tmp_path: Path) -> None:
-    path = written_buffer(tmp_path / "buffer.db", count=100, acked=0)
+@pytest.mark.parametrize("damage", [b"\x01[1,2]", b'\x01[["d",0,100],[],[],null,null,null]',
+                                    b"\x02[", b"\x07", b""])
+def test_a_batch_of_only_damaged_rows_does_not_stall_the_sink(tmp_path: Path,
+                                                               damage: bytes) -> None:
+    path = written_buffer(tmp_path / "buffer.db", count=300, acked=0)
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE readings SET quality = 'splendid' WHERE id <= 60")
+        db.execute("UPDATE cycles SET data = ? WHERE last_seq <= 200", (damage,))
     buffer, counters = reopen(path)
     last, batch = buffer.read("mqtt", 50)
-    assert [r.value for r in batch][:1] == [60] and last == 100
-    assert counters.get("gateway_buffer_damaged_total", cause="row") == 60
+    assert [r.value for r in batch][:1] == [200] and last == 250
+    assert counters.get("gateway_buffer_damaged_total", cause="row") == 200
 
 
 def test_a_removed_sinks_cursor_no_longer_holds_trimming_back(
@@ -267,5 +270,5 @@ def test_a_removed_sinks_cursor_no_longer_holds_trimming_back(
     buffer.append(readings(10, 100))
     for _ in range(20):  # trimming runs every 20 acks
         buffer.ack("mqtt", buffer.read("mqtt", 100)[0])
-    assert buffer._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+    assert buffer._db.execute("SELECT COUNT(*) FROM cycles").fetchone()[0] == 0
     assert [s for (s,) in buffer._db.execute("SELECT sink FROM cursors")] == ["mqtt"]

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.buffer.cycles import StoredCycle, split_rows
 from gateway.buffer.highwater import Mark, decode, encode
 from gateway.buffer.memory import MemoryTail
 from gateway.buffer.salvage import Salvage, assess
@@ -90,12 +91,15 @@ def test_a_damaged_high_water_mark_is_ignored() -> None:
     assert decode(bytes(data)) is None
 
 
-def _rows(ids: range) -> dict[int, tuple[object, ...]]:
-    return {i: (i, "d", "t", "1", "good", 0, None, None) for i in ids}
+def _rows(ids: range, size: int = 1) -> dict[int, StoredCycle]:
+    """Salvaged rows of `size` readings each, numbered `ids`."""
+    return {row[0]: row for first in ids[::size]
+            for row in split_rows(first, [Reading(device="d", tag="t", value=1, source_ts=T0)]
+                                  * min(size, ids.stop - first))}
 
 
 def test_salvage_counts_what_the_sinks_had_not_sent_and_did_not_come_back() -> None:
-    salvage = Salvage(rows=_rows(range(101, 151)), cursors={"mqtt": (100, 120, 3)}, sequence=0)
+    salvage = Salvage(cycles=_rows(range(101, 151)), cursors={"mqtt": (100, 120, 3)}, sequence=0)
     outcome = assess(salvage, Mark(committed=200, acked=90), ["mqtt", "influxdb"])
     assert outcome.lost == 50  # 101..200 needed, 101..150 saved
     assert outcome.top == 200
@@ -104,7 +108,7 @@ def test_salvage_counts_what_the_sinks_had_not_sent_and_did_not_come_back() -> N
 
 
 def test_salvage_skips_rows_every_sink_had_delivered() -> None:
-    salvage = Salvage(rows=_rows(range(1, 11)), cursors=None)
+    salvage = Salvage(cycles=_rows(range(1, 11)), cursors=None)
     outcome = assess(salvage, Mark(committed=10, acked=6), ["mqtt"])
     assert sorted(outcome.saved) == [7, 8, 9, 10]
     assert outcome.lost == 0
@@ -112,7 +116,16 @@ def test_salvage_skips_rows_every_sink_had_delivered() -> None:
 
 
 def test_without_cursors_or_a_mark_the_loss_is_unknown_and_everything_is_resent() -> None:
-    outcome = assess(Salvage(rows=_rows(range(5, 9)), cursors=None), None, ["mqtt"])
+    outcome = assess(Salvage(cycles=_rows(range(5, 9)), cursors=None), None, ["mqtt"])
     assert outcome.lost is None
     assert outcome.cursors == {"mqtt": (4, 4, 0)}
     assert sorted(outcome.saved) == [5, 6, 7, 8]
+
+
+def test_salvage_keeps_a_cycle_some_sink_had_sent_part_of_and_counts_per_reading() -> None:
+    salvage = Salvage(cycles=_rows(range(1, 101), size=25), cursors={"mqtt": (30, 30, 0)})
+    outcome = assess(salvage, Mark(committed=120, acked=30), ["mqtt"])
+    assert sorted(outcome.saved) == [50, 75, 100]  # 26-50 holds 31-50, which mqtt still needs
+    assert outcome.saved_readings == 70
+    assert outcome.lost == 20  # 101..120
+    assert outcome.cursors == {"mqtt": (30, 30, 0)}
