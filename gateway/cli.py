@@ -404,6 +404,9 @@ async def _run_until_signal(config: GatewayConfig, path: str, live: bool = False
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo import TEARDOWN_WATCHDOG, run_demo
 
-    return asyncio.run(run_demo(args))
+    try:
+        return asyncio.run(run_demo(args))  # asyncio.run's own cleanup is watched too
+    finally:
+        TEARDOWN_WATCHDOG.disarm()

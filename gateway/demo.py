@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import json
 import logging
@@ -117,8 +118,50 @@ async def run_demo(args: argparse.Namespace) -> int:
             log_path = workdir / "gateway.log" if workdir == demo_home() else default_log_path()
             _write_state(workdir, config, log_path)
             async with _watch(broker.url) as seen:
-                await _run(config, args, seen, broker.url, log_path)
+                try:
+                    await _run(config, args, seen, broker.url, log_path)
+                finally:
+                    TEARDOWN_WATCHDOG.arm(TEARDOWN_LIMIT, log_path)
     return 0
+
+
+TEARDOWN_LIMIT = 30.0  # seconds from the stop until the process must have ended
+
+
+class TeardownWatchdog:
+    """Ends the process if the demo's teardown stalls: the broker, simulators and viewer
+    stop one after the other after the gateway has, and a newcomer pressing q must get the
+    prompt back even if one of them never lets go (one CI run in about four saw the demo
+    still alive 90 s after its summary). A thread, not a task: it must fire even if a stop
+    blocks the event loop. Before it ends the process it says so and writes every thread's
+    stack to the demo's log, so the stall can be found."""
+
+    def __init__(self) -> None:
+        self._timer: threading.Timer | None = None
+
+    def arm(self, seconds: float, log_path: Path) -> None:
+        self.disarm()
+        self._timer = threading.Timer(seconds, self._fire, (seconds, log_path))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @staticmethod
+    def _fire(seconds: float, log_path: Path) -> None:
+        print(f"demo: stopping took over {seconds:g}s; ending it now (the stacks of every "
+              f"thread are in {log_path})", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError), open(log_path, "a") as log_file:
+            log_file.write(f"demo: teardown stalled for {seconds:g}s; every thread's stack:\n")
+            log_file.flush()
+            faulthandler.dump_traceback(log_file, all_threads=True)
+        os._exit(1)
+
+
+TEARDOWN_WATCHDOG = TeardownWatchdog()
 
 
 def demo_home() -> Path:
@@ -290,4 +333,6 @@ async def _watch(url: str) -> AsyncIterator[dict[str, Any]]:
         yield seen
     finally:
         client.disconnect()
-        client.loop_stop()
+        # In a thread: joining paho's thread here would block the loop the embedded broker
+        # answers on while that thread may still be waiting for it.
+        await asyncio.to_thread(client.loop_stop)
