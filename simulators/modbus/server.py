@@ -189,9 +189,12 @@ class _RequestHandler(ServerRequestHandler):
     simulator: ModbusSimulator
 
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        # The request's last byte is here now, not when the answering task first runs (a
+        # loop turn later): pacing from then would put this simulator's own latency on the line.
+        arrived = time.monotonic()
         used = super().callback_data(data, addr)
         if self.last_pdu is not None:
-            self.simulator.spawn(self._answer(self.last_pdu, self.last_addr))
+            self.simulator.spawn(self._answer(self.last_pdu, self.last_addr, arrived))
         return used
 
     def handle_later(self) -> None:
@@ -209,9 +212,9 @@ class _RequestHandler(ServerRequestHandler):
             return
         simulator.connections += 1
 
-    async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None) -> None:
+    async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None,
+                      arrived: float) -> None:
         simulator, device_id = self.simulator, request.dev_id
-        arrived = time.monotonic()
         simulator.requests[device_id] += 1
         simulator.arrivals.append((arrived, device_id))
         fault = simulator.fault_of(device_id)
