@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     modbus.add_argument("--modbus-port", type=int, default=5020,
                         help="Modbus TCP port (0: any free port)")
     modbus.add_argument("--serial", default=None,
-                        help="serve Modbus RTU on this serial device instead of TCP")
+                        help="serve Modbus RTU on this serial device instead of TCP; 'pty': on "
+                        "a pseudo-terminal of its own (its /dev/pts path is printed), no socat")
     modbus.add_argument("--baudrate", type=int, default=19200, help="RTU: bits per second")
     modbus.add_argument("--parity", choices=("N", "E", "O"), default="N",
                         help="RTU: none, even, odd")
@@ -126,7 +127,7 @@ async def _serve(args: argparse.Namespace) -> int:
                                 max_connections=args.max_connections)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(simulator)
-        where = args.serial or f"{args.host}:{simulator.port}"
+        where = simulator.serial_path or f"{args.host}:{simulator.port}"
         print(f"modbus simulator: units {sorted(simulator.units)} on {where}", flush=True)
         if args.opcua_port is not None:
             from simulators.opcua import OpcUaSimulator

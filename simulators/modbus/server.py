@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from simulators.modbus.encoding import FORMATS, from_registers, to_registers
 from simulators.modbus.limits import READ_BITS, READ_REGISTERS, quantity_refused
 from simulators.modbus.machines import SETPOINTS, Machine, load_machines
 from simulators.modbus.pacing import sleep_until, wire_seconds
+from simulators.modbus.pty import PTY, PTY_MASTER, PtyError, claim_slave
 from simulators.modbus.schedule import Schedule
 from simulators.ports import free_port
 
@@ -189,9 +191,12 @@ class _RequestHandler(ServerRequestHandler):
     simulator: ModbusSimulator
 
     def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        # The request's last byte is here now, not when the answering task first runs (a
+        # loop turn later): pacing from then would put this simulator's own latency on the line.
+        arrived = time.monotonic()
         used = super().callback_data(data, addr)
         if self.last_pdu is not None:
-            self.simulator.spawn(self._answer(self.last_pdu, self.last_addr))
+            self.simulator.spawn(self._answer(self.last_pdu, self.last_addr, arrived))
         return used
 
     def handle_later(self) -> None:
@@ -209,9 +214,9 @@ class _RequestHandler(ServerRequestHandler):
             return
         simulator.connections += 1
 
-    async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None) -> None:
+    async def _answer(self, request: ModbusPDU, addr: tuple[Any, ...] | None,
+                      arrived: float) -> None:
         simulator, device_id = self.simulator, request.dev_id
-        arrived = time.monotonic()
         simulator.requests[device_id] += 1
         simulator.arrivals.append((arrived, device_id))
         fault = simulator.fault_of(device_id)
@@ -297,6 +302,9 @@ class ModbusSimulator:
         self.seed = seed
         self.tick = tick
         self.serial_port = serial_port
+        # serial_port="pty": a pty of our own (pty.py); clients open `serial_path`.
+        self.serial_path: str | None = None if serial_port == PTY else serial_port
+        self._held_slave: int | None = None
         self.serial: dict[str, Any] = {"baudrate": baudrate, "parity": parity,
                                        "stopbits": stopbits}
         self.requests: Counter[int] = Counter()
@@ -341,7 +349,8 @@ class ModbusSimulator:
             pymodbus_log.setLevel(level)
         server: _TcpServer | _SerialServer
         if self.serial_port:
-            server = _SerialServer(placeholder, framer=FramerType.RTU, port=self.serial_port,
+            port = PTY_MASTER if self.serial_port == PTY else self.serial_port
+            server = _SerialServer(placeholder, framer=FramerType.RTU, port=port,
                                    custom_pdu=ANY_QUANTITY, **self.serial)
         else:
             server = _TcpServer(placeholder, address=(self.host, self.port), framer=self.framer,
@@ -351,9 +360,18 @@ class ModbusSimulator:
         server.context = _Datastore(self)  # type: ignore[assignment]
         await server.serve_forever(background=True)
         self._server = server
+        if self.serial_port == PTY:
+            self._claim_pty(server)
         self._ticker = asyncio.create_task(self._tick_forever())
         log.info("modbus simulator: %d machines on %s", len(self.units),
-                 self.serial_port or f"{self.host}:{self.port}")
+                 self.serial_path or f"{self.host}:{self.port}")
+
+    def _claim_pty(self, server: _TcpServer | _SerialServer) -> None:
+        transport = server.transport
+        serial = getattr(transport, "sync_serial", None)
+        if serial is None:
+            raise PtyError(f"modbus simulator: could not open a pty ({PTY_MASTER})")
+        self.serial_path, self._held_slave = claim_slave(serial.fileno())
 
     async def stop(self) -> None:
         tasks = [*self._answers, *([self._ticker] if self._ticker else [])]
@@ -366,6 +384,10 @@ class ModbusSimulator:
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
+        if self._held_slave is not None:
+            os.close(self._held_slave)
+            self._held_slave = None
+            self.serial_path = None
 
     def spawn(self, answer: Coroutine[Any, Any, None]) -> None:
         """Run one request's answer as a task we own, so `stop()` can cancel a delayed one."""
