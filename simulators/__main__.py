@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     modbus = parser.add_argument_group("Modbus")
     modbus.add_argument("--modbus-port", type=int, default=5020,
                         help="Modbus TCP port (0: any free port)")
-    modbus.add_argument("--serial", default=None,
+    modbus.add_argument("--modbus-serial", "--serial", dest="serial", default=None,
+                        metavar="DEVICE",
                         help="serve Modbus RTU on this serial device instead of TCP; 'pty': on "
                         "a pseudo-terminal of its own (its /dev/pts path is printed), no socat")
     modbus.add_argument("--baudrate", type=int, default=19200, help="RTU: bits per second")

@@ -1,6 +1,7 @@
 """The Modbus simulator on a pty of its own (`serial_port="pty"`, `--serial pty`): a real tty
 that the gateway's driver opens like a USB adapter, no socat; the line outlives a client that
-closes and reopens it, and the pty is gone when the simulator stops."""
+closes and reopens it, and the pty is gone when the simulator stops. (`--serial` is the same
+option as `--modbus-serial`, as `gateway probe --serial` names it.)"""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ async def test_the_line_outlives_a_client_that_closes_and_reopens_it() -> None:
 
 async def test_the_cli_prints_the_pty_to_open() -> None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators", "--serial", "pty", "--baudrate", "19200",
+        sys.executable, "-m", "simulators", "--modbus-serial", "pty", "--baudrate", "19200",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert child.stdout is not None
