@@ -1,9 +1,10 @@
 """How a gateway's memory grows in its first minutes (issue 18's memory target), in-process.
 
-    python -m bench.memory_growth --devices 40 --seconds 70 [--tracemalloc]
+    python -m bench.memory_growth --devices 40 --seconds 70 [--tags 250] [--tracemalloc]
 
 Starts the harness's Modbus source (one port per device) and a mosquitto, runs `gateway run`
-in this process on N devices x 250 uint16 tags @ 1 s with device payloads, and prints the
+in this process on N devices x 250 uint16 tags @ 1 s with device payloads (`--devices 500
+--tags 30` is Neuron's scenario, g), and prints the
 process's anonymous and file-backed RSS every 5 s; `--tracemalloc` also prints the Python
 heap's largest holders at the end. Not in CI.
 """
@@ -24,6 +25,7 @@ import yaml
 
 from bench.harness import Scenario, Sources, _NoAliases, device_entries
 from tests.fixtures_mqtt import Mosquitto
+from tests.procs import free_port
 
 
 def rss_mib() -> dict[str, int]:
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=70.0)
+    parser.add_argument("--tags", type=int, default=250, help="uint16 tags per device")
     parser.add_argument("--tracemalloc", action="store_true")
     args = parser.parse_args(argv)
     from gateway.cli import main as gateway_main
@@ -63,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         sources = Sources(work, 0, args.devices)
         try:
-            scenario = Scenario("e", "memory", devices=args.devices, poll=1.0,
+            scenario = Scenario("e", "memory", devices=args.devices, tags=args.tags, poll=1.0,
                                 payload="device", own_ports=True)
             config = {"gateway": {"id": "bench", "site": "bench",
-                                  "buffer": {"path": str(work / "buffer.db")}},
+                                  "buffer": {"path": str(work / "buffer.db")},
+                                  "http": {"listen": f"127.0.0.1:{free_port()}"}},
                       "devices": device_entries(scenario, sources.modbus_ports, 0),
                       "sinks": {"mqtt": {"url": broker.url, "payload": "device",
                                          "batch_size": 10_000}}}
