@@ -30,9 +30,17 @@ def make(endpoint: str, mode: str, extra: list[dict[str, str]] | None = None) ->
     return OpcUaDriver(cfg)
 
 
-async def collect(driver: OpcUaDriver, seconds: float) -> list[Reading]:
+async def collect(driver: OpcUaDriver, seconds: float, *,
+                  every_tag: bool = True) -> list[Reading]:
+    """What the driver reads in `seconds` (a read every 0.1 s); with `every_tag`, on until every
+    configured tag has been read once, within 10 s: a busy box can hold the first notifications
+    back past a short window."""
     out: list[Reading] = []
-    for _ in range(int(seconds / 0.1)):
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    wanted = {t.name for t in driver.config.tags}
+    while loop.time() - started < seconds or (
+            every_tag and loop.time() - started < 10 and not wanted <= {r.tag for r in out}):
         out += await driver.read()
         await asyncio.sleep(0.1)
     return out

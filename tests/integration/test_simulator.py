@@ -244,7 +244,7 @@ async def test_delayed_answer_keeps_its_own_transaction_id(
             await asyncio.sleep(0.05)
         answers = {}
         for _ in range(2):
-            frame = await asyncio.wait_for(reader.readexactly(11), 2)
+            frame = await asyncio.wait_for(reader.readexactly(11), 10)
             tid, _, _, unit, function, _, value = struct.unpack(">HHHBBBH", frame)
             answers[tid] = (unit, function, value)
     finally:
