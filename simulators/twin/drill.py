@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import errno
 import json
 import os
 import signal
@@ -91,11 +92,26 @@ def stand_in_kind(sink_type: str, url: str) -> str:
 
 
 def fill(path: Path) -> None:
-    """Write zeros to `path` until its filesystem is full."""
-    with open(path, "wb") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
+    """Write zeros to `path` until its filesystem has no byte left. Unbuffered: a buffered
+    file keeps the tail of a partly written chunk and raises ENOSPC again when it closes."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return  # not even room for the file: full already
+    try:
+        for size in (65536, 4096, 512, 1):
+            chunk = b"\0" * size
+            while True:
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
 
 
 class Drill:
@@ -279,7 +295,7 @@ class Drill:
         filler = self.tmpfs / "filler"
         await asyncio.to_thread(fill, filler)
         await asyncio.sleep(self._hold)
-        filler.unlink()
+        filler.unlink(missing_ok=True)
 
     # -- parts -------------------------------------------------------------------------------
 

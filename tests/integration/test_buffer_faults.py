@@ -4,9 +4,7 @@ memory, written when space returns, nothing lost; and `gateway run` on such a di
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -21,6 +19,7 @@ from gateway.errors import BufferError
 from gateway.metrics import Counters, Gauges
 from gateway.models import Reading
 from simulators.modbus import ModbusSimulator
+from simulators.twin.drill import fill as fill_to_the_last_byte
 from tests.fixtures_influx import InfluxV1Server
 from tests.fixtures_mqtt import Mosquitto, MqttCollector
 from tests.integration.test_store_and_forward import SEQUENCE_TOPIC, Rig, gaps, mqtt_sequence
@@ -43,21 +42,9 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path) -> Path:
-    """Write a file until the disk has no byte left."""
+    """Write a file until the disk has no byte left (as the drill's disk-full fault does)."""
     filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for size in (65536, 4096, 512, 1):
-            chunk = b"\0" * size
-            while True:
-                try:
-                    os.write(fd, chunk)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
+    fill_to_the_last_byte(filler)
     return filler
 
 

@@ -4,12 +4,14 @@ demo config loses nothing through every fault; a gateway built to lose data is c
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from gateway.testing import DrillRunner, gateway_drill, run_drill  # noqa: F401  (the fixture, as pytest11 gives it)
+from simulators.twin.drill import fill
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,3 +55,20 @@ def test_drill_catches_a_sink_that_acks_before_the_broker(tmp_path: Path) -> Non
     assert report["exit_code"] == 1, report["output"]
     assert broker["lost"] > 0 and report["lost"] >= broker["lost"]
     assert "LOST" in report["output"]
+
+
+@pytest.mark.parametrize("used_pages", [0, 1, 2, 15])
+def test_the_disk_full_fault_fills_a_real_disk_to_the_last_byte(
+        tmp_path: Path, used_pages: int) -> None:
+    """On a 1 MiB tmpfs with one page in use, the buffered filler raised ENOSPC when it
+    closed (the tail of a chunk written in part), which stopped the drill at its disk fault."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        (disk / "in-use").write_bytes(b"x" * 4096 * used_pages)
+        fill(disk / "filler")
+        assert os.statvfs(disk).f_bavail == 0
+        fill(disk / "second")  # already full: nothing to write, no error
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
