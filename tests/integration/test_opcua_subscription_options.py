@@ -14,9 +14,10 @@ from drivers.opcua.notifications import DROPPED
 from drivers.opcua.planning import OperationLimits
 from gateway.errors import DriverError
 from gateway.metrics import COUNTERS
-from gateway.models import Quality, Reading
+from gateway.models import Quality
 from simulators.opcua import OpcUaSimulator
 from simulators.opcua.server import TYPED
+from tests.integration.test_opcua_driver import collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -31,22 +32,6 @@ def make(endpoint: str, mode: str, tags: list[dict[str, Any]], **device: Any) ->
 def many_tags(count: int) -> list[dict[str, Any]]:
     names = [n for n, _, _ in TYPED]
     return [{"name": f"t{i}", "node": f"ns=2;s={names[i % len(names)]}"} for i in range(count)]
-
-
-async def collect(driver: OpcUaDriver, seconds: float, *,
-                  every_tag: bool = True) -> list[Reading]:
-    """What the driver reads in `seconds` (a read every 0.1 s); with `every_tag`, on until every
-    configured tag has been read once, within 10 s: a busy box can hold the first notifications
-    back past a short window."""
-    out: list[Reading] = []
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    wanted = {t.name for t in driver.config.tags}
-    while loop.time() - started < seconds or (
-            every_tag and loop.time() - started < 10 and not wanted <= {r.tag for r in out}):
-        out += await driver.read()
-        await asyncio.sleep(0.1)
-    return out
 
 
 async def test_25_tags_with_max_nodes_per_read_10_take_3_reads_a_cycle(
