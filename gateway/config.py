@@ -26,7 +26,13 @@ from pydantic import (
 )
 
 from drivers.base import DeviceConfig
-from gateway.config_loading import FileProblem, decode_config, load_yaml, read_config_bytes
+from gateway.config_loading import (
+    FileProblem,
+    decode_config,
+    line_of,
+    load_yaml,
+    read_config_bytes,
+)
 from gateway.errors import ConfigError, ConfigProblem
 from gateway.kpi.config import KpiSettings, oee_tag_problems
 from gateway.sinks import SinkSettings
@@ -296,7 +302,7 @@ def load_config(path: str | os.PathLike[str],
 
 
 def load_config_with_lines(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
-                           ) -> tuple[GatewayConfig, dict[Path, int]]:
+                           ) -> tuple[GatewayConfig, Mapping[Path, int]]:
     """`load_config`, and the line of every key path (for problems found after validation)."""
     source = str(path)
     text = decode_config(read_config_bytes(source, source), source)
@@ -309,7 +315,7 @@ def parse_config(text: str, source: str = "<config>",
 
 
 def _parse(text: str, source: str, env: Mapping[str, str]
-           ) -> tuple[GatewayConfig, dict[Path, int]]:
+           ) -> tuple[GatewayConfig, Mapping[Path, int]]:
     problems: list[ConfigProblem] = []
     data, lines = load_yaml(text, source, env, problems)
     read_problems = len(problems)
@@ -337,7 +343,7 @@ def _without_consequences(problems: list[ConfigProblem], read: int) -> list[Conf
     return problems[:read] + [p for p in problems[read:] if p.path not in failed]
 
 
-def _validate_devices(raw_devices: Any, lines: dict[Path, int],
+def _validate_devices(raw_devices: Any, lines: Mapping[Path, int],
                       problems: list[ConfigProblem]) -> list[DeviceConfig]:
     devices: list[DeviceConfig] = []
     placed: list[tuple[int, DeviceConfig]] = []
@@ -361,7 +367,7 @@ def _validate_devices(raw_devices: Any, lines: dict[Path, int],
 
 
 def _shared_link_problems(devices: list[tuple[int, DeviceConfig]],
-                          lines: dict[Path, int]) -> list[ConfigProblem]:
+                          lines: Mapping[Path, int]) -> list[ConfigProblem]:
     """Devices on one serial port (or one host:port) share one link, whose settings they must
     agree on (a driver's config says which through `shared_link()`)."""
     first: dict[object, tuple[str, dict[str, object]]] = {}
@@ -383,7 +389,7 @@ def _shared_link_problems(devices: list[tuple[int, DeviceConfig]],
 
 
 def _oee_problems(device: DeviceConfig, where: Path,
-                  lines: dict[Path, int]) -> list[ConfigProblem]:
+                  lines: Mapping[Path, int]) -> list[ConfigProblem]:
     """The tags an `oee:` block names must exist and have fitting types."""
     types = device.tag_types()
     if device.oee is None or not types:
@@ -392,7 +398,7 @@ def _oee_problems(device: DeviceConfig, where: Path,
             for key, message in oee_tag_problems(device.oee, types)]
 
 
-def _validate_sinks(raw_sinks: dict[str, Any], lines: dict[Path, int],
+def _validate_sinks(raw_sinks: dict[str, Any], lines: Mapping[Path, int],
                     problems: list[ConfigProblem]) -> dict[str, SinkSettings]:
     """Each sink by the settings model of its type (`type`, or the sink's name)."""
     from gateway.sinks.registry import SinkNotFound, load_sink
@@ -422,7 +428,7 @@ def _validate_sinks(raw_sinks: dict[str, Any], lines: dict[Path, int],
     return sinks
 
 
-def _validate_device(raw: dict[str, Any], where: Path, lines: dict[Path, int],
+def _validate_device(raw: dict[str, Any], where: Path, lines: Mapping[Path, int],
                      problems: list[ConfigProblem]) -> DeviceConfig | None:
     from drivers.registry import DriverNotFound, available_drivers, load_driver
 
@@ -441,7 +447,7 @@ def _validate_device(raw: dict[str, Any], where: Path, lines: dict[Path, int],
     return _validate(driver.config_model, raw, where, lines, problems)
 
 
-def _validate(model: type[M], data: Any, where: Path, lines: dict[Path, int],
+def _validate(model: type[M], data: Any, where: Path, lines: Mapping[Path, int],
               problems: list[ConfigProblem]) -> M | None:
     try:
         return model.model_validate(data)
@@ -450,7 +456,7 @@ def _validate(model: type[M], data: Any, where: Path, lines: dict[Path, int],
         return None
 
 
-def _problems_from(exc: ValidationError, where: Path, lines: dict[Path, int],
+def _problems_from(exc: ValidationError, where: Path, lines: Mapping[Path, int],
                    model: type[BaseModel]) -> list[ConfigProblem]:
     problems = []
     # include_input=False: an error message never repeats the value (it may be a password).
@@ -517,7 +523,7 @@ def _alternatives(types: list[Any]) -> list[Any]:
     return flat
 
 
-def _problem(loc: Path, message: str, lines: dict[Path, int]) -> ConfigProblem:
+def _problem(loc: Path, message: str, lines: Mapping[Path, int]) -> ConfigProblem:
     return ConfigProblem(_dotted(loc), message, line_of(loc, lines))
 
 
@@ -526,14 +532,6 @@ def _dotted(loc: Path) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def line_of(loc: Path, lines: dict[Path, int]) -> int | None:
-    """The line of `loc`, or of its nearest parent in the file."""
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
 
 
 def config_json_schema(builtin_only: bool = False) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 
@@ -22,7 +23,7 @@ from gateway.config import GatewayConfig, MqttSinkConfig, line_of, split_listen
 from gateway.errors import ConfigProblem
 from gateway.sinks.sparkplug.config import SparkplugSinkConfig
 
-Lines = dict[tuple[str | int, ...], int]
+Lines = Mapping[tuple[str | int, ...], int]
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Preflight:
 
 
 def preflight(config: GatewayConfig, lines: Lines | None = None) -> Preflight:
-    lines = lines or {}
+    lines = {} if lines is None else lines
     errors: list[ConfigProblem] = []
     busy: list[ConfigProblem] = []
 

@@ -89,3 +89,13 @@ def test_what_orjson_cannot_write_the_same_goes_through_the_stdlib_encoder() -> 
         _, data = encode_cycle([reading])
         assert data[:1] == b"\x02"
         assert same(decode_cycle(data, 1)[0], reading)
+
+
+def test_decoded_readings_share_one_fields_set_and_a_copy_leaves_it_alone() -> None:
+    batch = [Reading(device="press-01", tag=f"t{i}", value=i, quality=Quality.GOOD,
+                     source_ts=T0, unit=None, error=None) for i in range(3)]
+    back = decode_cycle(encode_cycle(batch)[1], 3)
+    assert back[0].__pydantic_fields_set__ is back[2].__pydantic_fields_set__
+    assert back[0].model_fields_set == batch[0].model_fields_set
+    back[1].model_copy(update={"value": 9})
+    assert back[0].model_fields_set == batch[0].model_fields_set

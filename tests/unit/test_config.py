@@ -161,3 +161,23 @@ def test_configuration_reference_is_generated_from_the_schema() -> None:
     generated = markdown_reference(config_json_schema(builtin_only=True))
     assert committed == generated, "run: gateway schema --markdown > docs/configuration.md"
     assert "| `max_gap` |" in generated and "| `byte_order` |" in generated
+
+
+def test_key_lines_are_read_only_when_a_problem_needs_one(tmp_path: Path) -> None:
+    """Recording the line of every key while reading cost more than the models it made (780 B
+    a tag); a clean file records none, and a problem still gets its exact line."""
+    from gateway.config import load_config_with_lines
+    from gateway.config_loading import KeyLines
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(MINIMAL + MODBUS_DEVICE)
+    lines = load_config_with_lines(path)[1]
+    assert isinstance(lines, KeyLines) and lines._lines is None
+    assert lines[("devices", 0, "poll_interval")] == 12
+    assert lines[("sinks", "mqtt", "url")] == 6 and lines._lines is not None
+
+
+def test_an_unset_variable_is_named_at_its_own_line() -> None:
+    text = MINIMAL.replace("url: mqtt://127.0.0.1:1883",
+                           "url: mqtt://127.0.0.1:1883\n    password: ${NOT_SET_HERE}")
+    assert problems_of(text) == [(7, "sinks.mqtt.password")]

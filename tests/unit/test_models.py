@@ -67,3 +67,18 @@ def test_good_reading_is_frozen_like_a_validated_one() -> None:
 def test_good_reading_still_rejects_a_naive_timestamp() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         good_reading("press-01", "counter", 5, datetime(2026, 1, 1))
+
+
+def test_good_readings_share_one_fields_set_that_a_copy_does_not_change() -> None:
+    """The fields set is shared (a set of five names was 472 of a reading's ~830 bytes), so
+    nothing may add to it: a Reading is frozen, and `model_copy(update=...)` adds to a copy."""
+    ts = datetime.now(UTC)
+    first, second = good_reading("press-01", "counter", 5, ts), good_reading("m", "t", 1.5, ts)
+    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__
+    shared = set(first.model_fields_set)
+    copied = first.model_copy(update={"error": "edited"})
+    assert copied.error == "edited" and copied.model_fields_set == shared | {"error"}
+    assert first.model_fields_set == shared == second.model_fields_set
+    assert "error" not in good_reading("m", "t", 2, ts).model_fields_set
+    assert first.model_dump(exclude_unset=True) == {"device": "press-01", "tag": "counter",
+                                                    "value": 5, "source_ts": ts, "unit": None}
