@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from gateway.errors import WriteRefused
 from gateway.kpi.config import OeeConfig
@@ -26,8 +26,17 @@ gateway only loads the PLC and its network (0.001ms meant 4,400 requests/s at th
 TAG_NAME_PATTERN = r"^[^/#+\s]+$"
 
 
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
+
 class TagConfig(StrictModel):
-    """Keys every tag has, whatever its driver; drivers subclass it with their own."""
+    """Keys every tag has, whatever its driver; drivers subclass it with their own.
+
+    Frozen, so that the tags with the same keys given can share one fields set: a set of
+    four names is 216 bytes, a quarter of a Modbus tag's model (21 MiB at 100,000 tags,
+    measured). `model_copy(update=...)` copies the set before it adds to it."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str = Field(min_length=1, pattern=TAG_NAME_PATTERN,
                       description="Tag name (a topic level, an InfluxDB field)")
@@ -40,6 +49,13 @@ class TagConfig(StrictModel):
         0.1, ge=0, description="Shortest time between two writes to this tag, e.g. 100ms (a "
         "sooner command is refused, nothing written: a runaway client cannot hammer the PLC); "
         "0 turns it off")
+
+    @model_validator(mode="after")
+    def _share_fields_set(self) -> Any:
+        given = self.__pydantic_fields_set__
+        object.__setattr__(self, "__pydantic_fields_set__",
+                           _FIELDS_SETS.setdefault(frozenset(given), given))
+        return self
 
 
 class DeviceConfig(StrictModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator, Mapping
+from sys import intern
 from typing import Any
 
 import yaml
@@ -297,8 +298,10 @@ class _EventReader:
                 value = int(value)  # YAML 1.1 reads 0123 as octal: that one goes the long way
             elif tag != _STR:
                 return False
-        if type(value) is str and (_PROTECTED in value or "${" in value):
-            return False
+        if type(value) is str:
+            if _PROTECTED in value or "${" in value:
+                return False
+            value = intern(value)  # "table", "holding": one string each, not one per tag
         top = stack[-1]
         if top.key is _NO_KEY:
             if value in top.value:
