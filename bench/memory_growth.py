@@ -20,6 +20,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,6 +37,13 @@ def rss_mib() -> dict[str, int]:
             if line.startswith(("RssAnon", "RssFile")):
                 found[line.split(":")[0][3:]] = int(line.split()[1]) // 1024
     return found
+
+
+def memory_devices(devices: int, tags: int, ports: list[int]) -> list[dict[str, Any]]:
+    """N devices x M uint16 tags @ 1 s, device n polling ports[n] (scenario e's shape)."""
+    scenario = Scenario("e", "memory", devices=devices, tags=tags, poll=1.0, payload="device",
+                        own_ports=True)
+    return device_entries(scenario, ports, 0)
 
 
 def _watch(seconds: float, trace: bool) -> None:
@@ -66,12 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         broker.start()
         sources = Sources(work, 0, args.devices)
         try:
-            scenario = Scenario("e", "memory", devices=args.devices, tags=args.tags, poll=1.0,
-                                payload="device", own_ports=True)
             config = {"gateway": {"id": "bench", "site": "bench",
                                   "buffer": {"path": str(work / "buffer.db")},
                                   "http": {"listen": f"127.0.0.1:{free_port()}"}},
-                      "devices": device_entries(scenario, sources.modbus_ports, 0),
+                      "devices": memory_devices(args.devices, args.tags, sources.modbus_ports),
                       "sinks": {"mqtt": {"url": broker.url, "payload": "device",
                                          "batch_size": 10_000}}}
             (work / "gateway.yaml").write_text(yaml.dump(config, Dumper=_NoAliases))

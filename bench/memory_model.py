@@ -21,19 +21,17 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.memory_growth import rss_mib
+from bench.memory_growth import memory_devices, rss_mib
 
 
 def write_config(path: Path, devices: int, tags: int) -> None:
     import yaml
 
-    from bench.harness import Scenario, _NoAliases, device_entries
+    from bench.harness import _NoAliases
 
-    scenario = Scenario("e", "memory", devices=devices, tags=tags, poll=1.0, payload="device",
-                        own_ports=True)
     ports = list(range(20_000, 20_000 + devices))
     config = {"gateway": {"id": "bench", "site": "bench"},
-              "devices": device_entries(scenario, ports, 0),
+              "devices": memory_devices(devices, tags, ports),
               "sinks": {"mqtt": {"url": "mqtt://127.0.0.1:1883", "payload": "device"}}}
     path.write_text(yaml.dump(config, Dumper=_NoAliases))
 
