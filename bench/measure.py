@@ -58,3 +58,13 @@ def percentile(values: list[float], fraction: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def rss_mib(pid: int | str = "self") -> dict[str, int]:
+    """RssAnon and RssFile of a process (this one by default), MiB."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("RssAnon", "RssFile")):
+                found[line.split(":")[0][3:]] = int(line.split()[1]) // 1024
+    return found

@@ -1,12 +1,13 @@
-"""How a gateway's memory grows in its first minutes (issue 18's memory target), in-process.
+"""How a gateway's memory grows in its first minutes (issue 18's memory target).
 
     python -m bench.memory_growth --devices 40 --seconds 70 [--tags 250] [--tracemalloc]
 
 Starts the harness's Modbus source (one port per device) and a mosquitto, runs `gateway run`
-in this process on N devices x 250 uint16 tags @ 1 s with device payloads (`--devices 500
---tags 30` is Neuron's scenario, g), and prints the
-process's anonymous and file-backed RSS every 5 s; `--tracemalloc` also prints the Python
-heap's largest holders at the end. Not in CI.
+as its own process on N devices x 250 uint16 tags @ 1 s with device payloads (`--devices 500
+--tags 30` is Neuron's scenario, g), and prints that process's anonymous and file-backed RSS
+every 5 s. `--tracemalloc` runs the gateway in this process instead (the harness's imports,
+the simulators' pymodbus server and its aiohttp among them, then count too) and prints the
+Python heap's largest holders at the end. Not in CI.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import argparse
 import gc
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,18 +28,9 @@ from typing import Any
 import yaml
 
 from bench.harness import Scenario, Sources, _NoAliases, device_entries
+from bench.measure import rss_mib
 from tests.fixtures_mqtt import Mosquitto
 from tests.procs import free_port
-
-
-def rss_mib() -> dict[str, int]:
-    """RssAnon and RssFile of this process, MiB."""
-    found: dict[str, int] = {}
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(("RssAnon", "RssFile")):
-                found[line.split(":")[0][3:]] = int(line.split()[1]) // 1024
-    return found
 
 
 def memory_devices(devices: int, tags: int, ports: list[int]) -> list[dict[str, Any]]:
@@ -57,6 +51,25 @@ def _watch(seconds: float, trace: bool) -> None:
         for stat in tracemalloc.take_snapshot().statistics("lineno")[:20]:
             print(stat)
     os.kill(os.getpid(), signal.SIGTERM)  # the gateway's own clean stop
+
+
+def _watch_child(command: list[str], seconds: float) -> int:
+    """Run the gateway as its own process, print its RSS every 5 s, then stop it."""
+    gateway = subprocess.Popen([sys.executable, "-m", "gateway", *command])
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds and gateway.poll() is None:
+            time.sleep(5)
+            print(f"{time.monotonic() - started:5.0f} s  {rss_mib(gateway.pid)}", flush=True)
+        if gateway.poll() is not None:
+            print(f"the gateway exited early: {gateway.returncode}")
+            return 1
+        gateway.send_signal(signal.SIGTERM)
+        return gateway.wait(30)
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
                                          "batch_size": 10_000}}}
             (work / "gateway.yaml").write_text(yaml.dump(config, Dumper=_NoAliases))
             del config
-            if args.tracemalloc:
-                tracemalloc.start(3)
-            threading.Thread(target=_watch, args=(args.seconds, args.tracemalloc),
-                             daemon=True).start()
-            return gateway_main(["--log-level", "warning", "run", "--config",
-                                 str(work / "gateway.yaml")])
+            command = ["--log-level", "warning", "run", "--config", str(work / "gateway.yaml")]
+            if not args.tracemalloc:
+                return _watch_child(command, args.seconds)
+            tracemalloc.start(3)
+            threading.Thread(target=_watch, args=(args.seconds, True), daemon=True).start()
+            return gateway_main(command)
         finally:
             sources.stop()
             broker.stop()

@@ -21,13 +21,15 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.memory_growth import memory_devices, rss_mib
+from bench.measure import rss_mib
 
 
 def write_config(path: Path, devices: int, tags: int) -> None:
+    """(In the child process: the harness's imports stay out of the measured one.)"""
     import yaml
 
     from bench.harness import _NoAliases
+    from bench.memory_growth import memory_devices
 
     ports = list(range(20_000, 20_000 + devices))
     config = {"gateway": {"id": "bench", "site": "bench"},

@@ -1,6 +1,6 @@
 """The HTTP status server: /healthz, /metrics (Prometheus), /api/tags, /api/status,
-POST /api/reload and the status page at /, on aiohttp's server (header limits, keep-alive,
-middleware for the access rules of gateway.http_access).
+POST /api/reload and the status page at /, on gateway.http_listener (h11; its limits and
+timeouts), with the access rules of gateway.http_access checked before any route.
 
 It reads a `StateView` (gateway.state.GatewayState is one) and calls a `reload` function; it
 never imports the runtime."""
@@ -15,24 +15,20 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from pydantic import SecretStr
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.http_access import MAX_HEADER_BYTES, AccessPolicy, RequestFacts, parse_listen
+from gateway.http_access import AccessPolicy, RequestFacts, parse_listen
+from gateway.http_listener import HttpListener, Request, Response
 from gateway.metrics import new_registry
 from gateway.models import Reading, iso_z
 
 log = logging.getLogger(__name__)
 
 Reload = Callable[[str | None], Awaitable[dict[str, Any]]]  # the file the caller names
-# aiohttp refuses (400) one header line longer than this and more headers than that; the
-# middleware then refuses a header block over MAX_HEADER_BYTES in total (431).
-MAX_FIELD_BYTES = 8190
-MAX_HEADERS = 64
+Route = Callable[[Request], Awaitable[Response]]
 MAX_RECENT_TAGS = 500  # sparklines asked for in one call (the rows a page shows)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -130,96 +126,75 @@ class StatusServer:
                         for path, (parts, _) in STATIC_FILES.items()}
         self._enum_cache: tuple[GatewayConfig, dict[tuple[str, str], Mapping[int, str]]] | None \
             = None
-        self._runner: web.AppRunner | None = None
+        self._listener = HttpListener(self._guard, on_response=_add_security_headers)
+        self._routes: dict[str, dict[str, Route]] = {
+            "/healthz": {"GET": self._healthz}, "/metrics": {"GET": self._metrics},
+            "/api/tags": {"GET": self._tags}, "/api/status": {"GET": self._status},
+            "/api/recent": {"GET": self._recent}, "/api/reload": {"POST": self._reload_handler},
+            "/": {"GET": self._page_handler}, "/index.html": {"GET": self._page_handler},
+            **{path: {"GET": self._static_handler} for path in STATIC_FILES}}
 
     async def start(self) -> None:
-        server_log = logging.getLogger("aiohttp.server")
-        if not any(isinstance(f, _BadRequestsAreWarnings) for f in server_log.filters):
-            server_log.addFilter(_BadRequestsAreWarnings())
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
-                               max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES,
-                               max_headers=MAX_HEADERS, shutdown_timeout=2.0)
-        await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._requested_port).start()
+            self.port = await self._listener.start(self.host, self._requested_port)
         except OSError as exc:
-            await runner.cleanup()
             raise HttpListenError(f"status server cannot listen on {self.listen}: "
                                   f"{exc.strerror or exc}; change gateway.http.listen") from exc
-        self._runner = runner
-        self.port = runner.addresses[0][1]
         log.info("status server on http://%s:%d/", self.host, self.port)
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._listener.close(grace=2.0)
 
-    def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard], client_max_size=MAX_HEADER_BYTES)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/api/tags", self._tags)
-        app.router.add_get("/api/status", self._status)
-        app.router.add_get("/api/recent", self._recent)
-        app.router.add_post("/api/reload", self._reload_handler)
-        app.router.add_get("/", self._page_handler)
-        app.router.add_get("/index.html", self._page_handler)
-        for path in STATIC_FILES:
-            app.router.add_get(path, self._static_handler)
-        app.on_response_prepare.append(_add_security_headers)
-        return app
-
-    @web.middleware
-    async def _guard(self, request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
-        """The size limit and the access rules, before any handler runs."""
-        if sum(len(k) + len(v) + 4 for k, v in request.raw_headers) > MAX_HEADER_BYTES:
-            refused = _text(431, f"request headers over {MAX_HEADER_BYTES // 1024} KiB")
-            refused.force_close()
-            return refused
+    async def _guard(self, request: Request) -> Response:
+        """The access rules, before any route (an unknown path is refused like a known one,
+        so that a refusal says nothing of what exists)."""
         refusal = self.policy.check(_facts(request))
-        if refusal is None:
-            return await handler(request)
-        headers = {"WWW-Authenticate": 'Bearer realm="gateway"'} if refusal.status == 401 else {}
-        return _text(refusal.status, refusal.reason, headers)
+        if refusal is not None:
+            headers = ({"WWW-Authenticate": 'Bearer realm="gateway"'}
+                       if refusal.status == 401 else {})
+            return _text(refusal.status, refusal.reason, headers)
+        methods = self._routes.get(request.path)
+        if methods is None:
+            return _text(404, "not found")
+        route = methods.get("GET" if request.method == "HEAD" else request.method)
+        if route is None:
+            allowed = ", ".join(sorted({*methods, *(["HEAD"] if "GET" in methods else [])}))
+            return _text(405, "method not allowed", {"Allow": allowed})
+        return await route(request)
 
-    async def _healthz(self, _: web.Request) -> web.Response:
+    async def _healthz(self, _: Request) -> Response:
         health = self.health()
         return _json(200 if health["healthy"] else 503, health)
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(self._registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
+    async def _metrics(self, _: Request) -> Response:
+        return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
 
-    async def _tags(self, _: web.Request) -> web.Response:
+    async def _tags(self, _: Request) -> Response:
         return _json(200, self.tags())
 
-    async def _status(self, _: web.Request) -> web.Response:
+    async def _status(self, _: Request) -> Response:
         return _json(200, self.status())
 
-    async def _recent(self, request: web.Request) -> web.Response:
-        devices, tags = request.query.getall("device", []), request.query.getall("tag", [])
+    async def _recent(self, request: Request) -> Response:
+        devices, tags = request.query.get("device", []), request.query.get("tag", [])
         if len(devices) != len(tags) or len(devices) > MAX_RECENT_TAGS:
             return _text(400, f"give up to {MAX_RECENT_TAGS} pairs of device= and tag=")
         return _json(200, self.recent(list(zip(devices, tags, strict=True))))
 
-    async def _page_handler(self, _: web.Request) -> web.Response:
-        return web.Response(body=self._page, content_type="text/html", charset="utf-8")
+    async def _page_handler(self, _: Request) -> Response:
+        return Response(200, self._page, "text/html; charset=utf-8")
 
-    async def _static_handler(self, request: web.Request) -> web.Response:
+    async def _static_handler(self, request: Request) -> Response:
         content_type = STATIC_FILES[request.path][1]
-        return web.Response(body=self._static[request.path], content_type=content_type,
-                            charset="utf-8", headers={"Cache-Control": "max-age=86400"})
+        return Response(200, self._static[request.path], f"{content_type}; charset=utf-8",
+                        {"Cache-Control": "max-age=86400"})
 
-    async def _reload_handler(self, request: web.Request) -> web.Response:
+    async def _reload_handler(self, request: Request) -> Response:
         if self._reload is None:
             return _json(501, {"ok": False, "errors": ["this gateway cannot reload"]})
         try:
             # `gateway reload --config FILE` names its file: refused unless it is ours
-            result = await self._reload(request.query.get("config"))
+            result = await self._reload(next(iter(request.query.get("config", [])), None))
         except Exception as exc:  # a failed reload is an answer, never a dropped connection
             log.exception("reload failed")
             return _json(500, {"ok": False, "errors": [f"reload failed: {exc!r}"]})
@@ -307,38 +282,24 @@ def _enum_text(enum: Mapping[int, str] | None, value: Any) -> str | None:
     return enum.get(value)
 
 
-def _facts(request: web.Request) -> RequestFacts:
+def _facts(request: Request) -> RequestFacts:
     headers = request.headers
     return RequestFacts(
-        method=request.method, path=request.path, host=headers.get("Host"),
-        origin=headers.get("Origin"), fetch_site=headers.get("Sec-Fetch-Site"),
-        authorization=headers.get("Authorization"), content_type=headers.get("Content-Type"),
-        has_body=request.body_exists)
+        method=request.method, path=request.path, host=headers.get("host"),
+        origin=headers.get("origin"), fetch_site=headers.get("sec-fetch-site"),
+        authorization=headers.get("authorization"), content_type=headers.get("content-type"),
+        has_body=bool(request.body) or "transfer-encoding" in headers)
 
 
-async def _add_security_headers(_: web.Request, response: web.StreamResponse) -> None:
+def _add_security_headers(response: Response) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
 
 
-def _json(status: int, data: Any) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data, default=str).encode(),
-                        content_type="application/json")
+def _json(status: int, data: Any) -> Response:
+    return Response(status, json.dumps(data, default=str).encode(), "application/json")
 
 
-def _text(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", headers=headers)
+def _text(status: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, (reason + "\n").encode(), headers=dict(headers or {}))
 
-
-class _BadRequestsAreWarnings(logging.Filter):
-    """aiohttp logs a client's malformed request (a 70 KiB header, a port scan) as an ERROR with
-    a traceback; it is the client's fault and answered with a 4xx: one WARNING line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = "status server: bad request refused (%s): %s", (
-                exc.code, str(exc.message)[:120])
-            record.exc_info = record.exc_text = None
-        return True

@@ -243,7 +243,10 @@ def _likeness(numbers: list[float], data_type: str) -> tuple[tuple[float, ...],
     return (round(digits + _MOVEMENT_WEIGHT * math.log10(_spread(finite)), 1),), (decades,)
 
 
-_MOVEMENT_WEIGHT = 0.5  # half a digit per tenfold spread: measured best on PLC decimals
+# Digits per tenfold spread. At 0.5, 1592.01 big/big lost to its byte swap (-50258.0, -50340.0:
+# fewer digits, 256 times the spread); at 0.6 none of 100,000 random PLC decimals (1-9999 with
+# two decimals, every order) ranks wrong.
+_MOVEMENT_WEIGHT = 0.6
 _SPREAD_FLOOR = 1e-7  # about float32's resolution: reads that do not move tie
 
 

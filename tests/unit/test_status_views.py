@@ -18,7 +18,7 @@ from gateway.http_server import StatusServer
 from gateway.kpi.config import KpiSettings, OeeConfig
 from gateway.kpi.engine import KpiEngine, MachineKpi
 from gateway.kpi.stage import TREND_POINTS, KpiStage
-from gateway.models import good_reading
+from gateway.models import Quality, Reading, bad_reading, good_reading
 from gateway.state import RECENT_POINTS, GatewayState, TagState
 
 pytestmark = pytest.mark.unit
@@ -63,10 +63,10 @@ def test_an_int_past_a_float_gets_no_point_but_is_still_the_latest() -> None:
     assert tags.latest[("d", "n")].value == 2**1100
 
 
-def test_a_full_sparkline_costs_under_1250_bytes_a_tag() -> None:
+def test_a_full_sparkline_costs_under_1100_bytes_a_tag() -> None:
     """The deque of (datetime, value) tuples it replaced cost 6.2 KB a tag (62 MB at 10,000
-    tags, the whole memory target), the array cut back every 16 points about 1.4 KB (with
-    its key and name, as here)."""
+    tags, the whole memory target), the array cut back every 16 points about 1.4 KB, the
+    ring of (epoch, value) doubles 1.14 KB (with its key and name, as here)."""
     tags = TagState()
     tracemalloc.start()
     try:
@@ -77,7 +77,55 @@ def test_a_full_sparkline_costs_under_1250_bytes_a_tag() -> None:
         held = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert held / 1000 < 1250, f"{held / 1000:.0f} bytes a tag"
+    assert held / 1000 < 1100, f"{held / 1000:.0f} bytes a tag"
+
+
+def test_the_latest_readings_cost_under_250_bytes_a_tag_and_read_back_equal() -> None:
+    """Holding each tag's latest `Reading` cost about 360 bytes a tag besides its key."""
+    tags, ts = TagState(), START
+    tracemalloc.start()
+    try:
+        for second in range(3):
+            ts = START + timedelta(seconds=second)
+            tags.update([good_reading("d", f"t{i}", second + i * 0.5, ts) for i in range(1000)])
+        tags.recent.clear()  # what is measured is the latest values alone
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held / 1000 < 250, f"{held / 1000:.0f} bytes a tag"
+    assert tags.latest[("d", "t3")] == good_reading("d", "t3", 3.5, ts)
+
+
+def test_a_latest_reading_reads_back_as_it_was_given() -> None:
+    given_readings = [good_reading("d", "n", 7, START, unit="bar"),
+                      bad_reading("d", "b", "timeout", unit="mm", ts=START),
+                      Reading(device="d", tag="u", value=None, quality=Quality.UNCERTAIN,
+                              source_ts=START, error="stale"),
+                      Reading(device="d", tag="a", value=[1, 2.5, None], source_ts=START)]
+    tags = TagState()
+    tags.update(given_readings)
+    for reading in given_readings:
+        kept = tags.latest[(reading.device, reading.tag)]
+        assert kept == reading and kept.model_fields_set == reading.model_fields_set
+    assert set(tags.latest) == {("d", "n"), ("d", "b"), ("d", "u"), ("d", "a")}
+    assert len(tags.latest) == 4 and ("d", "x") not in tags.latest
+    assert tags.latest.get(("d", "x")) is None
+
+
+def test_sparkline_times_stay_right_across_hours_and_out_of_order_times() -> None:
+    """The ring keeps times as float32 seconds from a base that follows the newest time."""
+    offsets = [0.0, 1800.123, 3700.456, 3600.001, 7400.789, 11_000.25, 90_000.5, 90_000.75]
+    tags = TagState()
+    for n, offset in enumerate(offsets):
+        tags.update([good_reading("d", "n", n, START + timedelta(seconds=offset))])
+    points = tags.points("d", "n")
+    assert [v for _, v in points] == [float(n) for n in range(len(offsets))]
+    newest = START.timestamp() + offsets[-1]
+    for (t, _), offset in zip(points, offsets, strict=True):
+        expected = START.timestamp() + offset
+        age = newest - expected
+        tolerance = 0.001 if age <= 7200 else 0.25 * age / (30 * 86400) + 0.001
+        assert abs(t - expected) <= tolerance, (offset, t - expected)
 
 
 def stage(tmp_path: Path) -> KpiStage:
