@@ -1,7 +1,15 @@
 """One MQTT connection for a sink (paho-mqtt 2.x): the client and its settings, connecting and
-reconnecting, the retained online status with the offline last will, and the hand-over of
-paho's callbacks (on paho's own thread) to the event loop. What it carries is the sink's
-business: `on_connected`, `on_acks`, `on_lost`, `on_message` and `on_subscribe` are its hooks."""
+reconnecting, the retained online status with the offline last will. What it carries is the
+sink's business: `on_connected`, `on_acks`, `on_lost`, `on_message` and `on_subscribe` are its
+hooks, all called on the event loop.
+
+paho runs on the gateway's event loop, not on a thread of its own (paho's external-loop API:
+its socket watched with `add_reader`/`add_writer`, `loop_misc` every second). With
+`loop_start()` every publish wrote a byte to a socket pair to wake paho's thread, which then
+took the GIL from the event loop to write the message and to read each PUBACK, and handed the
+acknowledgements back through the loop's self-pipe: that thread and its wake-ups were about a
+third of the gateway's CPU in Neuron's scenario (py-spy; docs/performance.md). Only the
+blocking connect (DNS, TCP, the TLS handshake) runs on a worker thread."""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import json
 import logging
 import socket
 import ssl
-import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,11 +33,14 @@ from paho.mqtt.properties import Properties
 from pydantic import SecretStr
 
 from gateway import __version__
+from gateway.backoff import Backoff
 from gateway.config import MqttSinkConfig
 from gateway.models import iso_z, utc_now
 
 log = logging.getLogger("gateway.sinks.mqtt")
 
+MISC_INTERVAL = 1.0
+"""Seconds between paho's keepalive checks (`loop_misc`: PINGREQ, a broker gone quiet)."""
 PROBE_TIMEOUT = 2.0
 """Seconds the TLS probe of a broker that closed the connection may take."""
 TLS_RECORDS = (b"\x15", b"\x16")
@@ -116,13 +127,14 @@ def without_nagle(client: mqtt.Client) -> None:
     that ACK up to 40 ms: a command's PUBACK followed by its result message took 40 ms more
     than the write itself (bench/command_roundtrip.py: 45 -> 4 ms p50 unloaded with the
     broker's side set too)."""
-    def on_socket_open(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        setsockopt = getattr(sock, "setsockopt", None)  # a websocket wrapper has none
-        if setsockopt is not None:
-            with contextlib.suppress(OSError):
-                setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.on_socket_open = lambda client, userdata, sock: no_delay(sock)
 
-    client.on_socket_open = on_socket_open
+
+def no_delay(sock: Any) -> None:
+    setsockopt = getattr(sock, "setsockopt", None)  # a websocket wrapper has none
+    if setsockopt is not None:
+        with contextlib.suppress(OSError):
+            setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttSession:
@@ -136,20 +148,26 @@ class MqttSession:
         self.host, self.port, self.url = self.address.host, self.address.port, self.address.url
         self.mqtt5 = config.protocol == "5"
         self.connected = False
-        self.on_connected: Callable[[], None] = lambda: None  # paho's thread
-        self.on_lost: Callable[[str], None] = lambda reason: None  # event loop
-        self.on_acks: Callable[[Iterable[int]], None] = lambda mids: None  # event loop
+        self.on_connected: Callable[[], None] = lambda: None
+        self.on_lost: Callable[[str], None] = lambda reason: None
+        self.on_acks: Callable[[Iterable[int]], None] = lambda mids: None
         self.on_message: Callable[[mqtt.MQTTMessage], None] = lambda message: None
         self.on_subscribe: Callable[[list[Any]], None] = lambda codes: None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._connect_failures = 0
-        self._answered = False  # the broker answered this connection's CONNECT (paho's thread)
+        self._answered = False  # the broker answered this connection's CONNECT
         self._early_close: str | None = None  # why a connection closed before the CONNACK
+        self._probing = False
         self._closing = False
         self._reconnected = asyncio.Event()
-        # PUBACKs arrive on paho's thread; they are queued here and handed to the event loop
-        # with at most one wake-up pending, because one call_soon_threadsafe per message can
-        # fill the loop's self-pipe, which also carries signals: a full pipe loses a SIGTERM.
+        self._socket_gone = asyncio.Event()
+        self._watched: int | None = None  # the file descriptor of paho's socket, while watched
+        self._connector: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[Any] | None = None  # the connecting thread's result
+        self._misc: asyncio.TimerHandle | None = None
+        # PUBACKs are queued here and handed to the sink once per pass of the event loop
+        # rather than one call per message.
         self._acks: deque[int] = deque()
         self._drain_scheduled = False
         self.client = self._new_client()
@@ -160,7 +178,6 @@ class MqttSession:
                              client_id=config.client_id or f"shopfloor-{self.gateway_id}",
                              protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311)
         log_in(client, config, self.address)
-        without_nagle(client)
         client.will_set(self.status_topic, self.status("offline"), qos=1, retain=True)
         # paho 2.2 silently loses QoS 1 messages past 65,535 queued: cap the queue well below.
         client.max_queued_messages_set(config.max_queued_messages)
@@ -169,9 +186,11 @@ class MqttSession:
         # PUBACK (`_update_inflight`), which cut QoS 1 throughput to a third (measured here:
         # 5,900 vs 17,700 msg/s).
         client.max_inflight_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_socket_open = self._socket_opened
+        client.on_socket_close = self._socket_closed
+        client.on_socket_register_write = self._wants_to_write
+        client.on_socket_unregister_write = self._written
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = lambda client, userdata, message: self.on_message(message)
@@ -187,6 +206,7 @@ class MqttSession:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         keepalive = max(1, int(self.config.keepalive))
         if self.mqtt5:
             # MQTT 5 splits 3.1.1's clean session: a clean start on the first connect, and
@@ -198,7 +218,31 @@ class MqttSession:
                                       properties=properties)
         else:
             self.client.connect_async(self.host, self.port, keepalive=keepalive)
-        self.client.loop_start()  # connects and reconnects by itself, with the delays above
+        self._connector = asyncio.create_task(self._keep_connected(),
+                                              name=f"mqtt connection to {self.url}")
+        self._misc = self._loop.call_later(MISC_INTERVAL, self._check_keepalive)
+
+    async def _keep_connected(self) -> None:
+        """Connect, and again 1-30 s (with jitter) after each failure or lost connection."""
+        backoff = Backoff(initial=2.0, cap=30.0)  # 1-2 s, then up to 15-30 s
+        while not self._closing:
+            self._socket_gone.clear()
+            try:
+                # DNS, TCP and the TLS handshake block: not on the event loop. Shielded, so
+                # that close() can wait for a connect under way rather than leave its socket.
+                self._connecting = asyncio.ensure_future(asyncio.to_thread(self.client.reconnect))
+                await asyncio.shield(self._connecting)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # refused, unreachable, TLS, DNS: retried
+                self._connect_failed(f"cannot connect to {self.url}: {exc or type(exc).__name__}",
+                                     logging.WARNING)
+            else:
+                await self._socket_gone.wait()
+                if self.connected or self._answered:
+                    backoff.reset()
+            if not self._closing:
+                await asyncio.sleep(backoff.next())
 
     async def close(self) -> None:
         """Publish the offline status (a clean DISCONNECT discards the last will), then
@@ -213,9 +257,20 @@ class MqttSession:
         except Exception as exc:  # close never raises
             log.debug("mqtt: could not publish the offline status: %s", exc)
         with contextlib.suppress(Exception):
-            self.client.disconnect()
+            self.client.disconnect()  # queued: the event loop writes it, then paho closes
+            if self._watched is not None:
+                await asyncio.wait_for(self._socket_gone.wait(), 2.0)
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connector
+        if self._connecting is not None and not self._connecting.done():
+            # paho's connect timeout is 5 s; its socket, if it gets one, is closed below
+            await asyncio.wait([self._connecting], timeout=self.client.connect_timeout + 1)
+        if self._misc is not None:
+            self._misc.cancel()
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.client.loop_stop)
+            self.client._sock_close()  # one still open after 2 s (no answer to DISCONNECT)
         self.connected = False
 
     async def wait_ready(self, seconds: float) -> None:
@@ -227,7 +282,70 @@ class MqttSession:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._reconnected.wait(), seconds)
 
-    # -- paho callbacks (paho's thread) ------------------------------------------------------
+    # -- paho's socket on the event loop -----------------------------------------------------
+
+    def _socket_opened(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        no_delay(sock)  # on the connecting thread
+        self._on_loop(self._watch, sock.fileno())
+
+    def _watch(self, fd: int) -> None:
+        assert self._loop is not None
+        self._watched = fd
+        self._loop.add_reader(fd, self._readable)
+
+    def _socket_closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._unwatch)
+
+    def _unwatch(self) -> None:
+        assert self._loop is not None
+        if self._watched is not None:
+            self._loop.remove_reader(self._watched)
+            self._loop.remove_writer(self._watched)
+            self._watched = None
+        self._socket_gone.set()
+
+    def _wants_to_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._watch_writes)
+
+    def _watch_writes(self) -> None:
+        assert self._loop is not None
+        if self._watched is not None:
+            self._loop.add_writer(self._watched, self.client.loop_write)
+
+    def _written(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._unwatch_writes)
+
+    def _unwatch_writes(self) -> None:
+        assert self._loop is not None
+        if self._watched is not None:
+            self._loop.remove_writer(self._watched)
+
+    def _readable(self) -> None:
+        """Everything the socket has: paho reads one packet a call, and TLS may hold
+        decrypted bytes the selector cannot see (`pending`)."""
+        client = self.client
+        while client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            sock = client.socket()
+            pending = getattr(sock, "pending", None)
+            if pending is None or not pending():
+                return
+
+    def _check_keepalive(self) -> None:
+        assert self._loop is not None
+        if self._closing:
+            return
+        if self.client.socket() is not None:
+            self.client.loop_misc()  # PINGREQ; closes a connection whose broker went quiet
+        self._misc = self._loop.call_later(MISC_INTERVAL, self._check_keepalive)
+
+    def _on_loop(self, callback: Callable[..., object], *args: Any) -> None:
+        """Now when on the event loop's thread, else soon on it (the connecting thread)."""
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+        else:
+            self._call(callback, *args)
+
+    # -- paho callbacks (on the event loop) -----------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
@@ -247,24 +365,27 @@ class MqttSession:
         self._publish_online()
         self._call(self._set_connected, True)
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        # paho 2.2 calls this from inside its `except OSError:` and passes no reason.
-        reason = sys.exc_info()[1]
-        self._connect_failed(f"cannot connect to {self.url}: {reason or 'unknown error'}",
-                             logging.WARNING)
-
     def _closed_before_connack(self, reason: Any) -> None:
         """paho reports only "Unspecified error" when the broker closes the connection right
         after CONNECT. The usual cause is `mqtt://` aimed at a TLS port: the broker took the
-        CONNECT for a broken TLS handshake. Probed once per outage (on paho's thread, at most
-        PROBE_TIMEOUT), since the answer does not change between retries."""
-        if self._early_close is None:
-            tls = not self.config.url.startswith("mqtts://") and expects_tls(self.host,
-                                                                              self.port)
-            self._early_close = (
-                f"the broker at {self.host}:{self.port} seems to expect TLS: use mqtts://"
-                if tls else f"{self.url} closed the connection before answering CONNECT "
-                f"({reason})")
+        CONNECT for a broken TLS handshake. Probed once per outage (on a worker thread, at
+        most PROBE_TIMEOUT), since the answer does not change between retries."""
+        if self._early_close is not None:
+            self._connect_failed(self._early_close, logging.ERROR)
+        elif not self._probing and self._loop is not None:
+            self._probing = True
+            self._loop.create_task(self._probe_early_close(reason))
+
+    async def _probe_early_close(self, reason: Any) -> None:
+        try:
+            tls = not self.config.url.startswith("mqtts://") and await asyncio.to_thread(
+                expects_tls, self.host, self.port)
+        finally:
+            self._probing = False
+        self._early_close = (
+            f"the broker at {self.host}:{self.port} seems to expect TLS: use mqtts://"
+            if tls else f"{self.url} closed the connection before answering CONNECT "
+            f"({reason})")
         self._connect_failed(self._early_close, logging.ERROR)
 
     def _connect_failed(self, message: str, level: int) -> None:
@@ -306,9 +427,15 @@ class MqttSession:
             self._call(self._drain_acks)
 
     def _call(self, callback: Callable[..., object], *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed in between
-                self._loop.call_soon_threadsafe(callback, *args)
+        """Soon on the event loop (the thread-safe wake-up only from another thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            loop.call_soon(callback, *args)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed in between
+            loop.call_soon_threadsafe(callback, *args)
 
     # -- on the event loop -------------------------------------------------------------------
 

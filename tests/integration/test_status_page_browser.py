@@ -115,10 +115,9 @@ sinks:
 @contextlib.asynccontextmanager
 async def plant(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ModbusSimulator, str]]:
     """A gateway polling one simulated packer and one PLC that is not there."""
-    http_port = free_port()
     async with ModbusSimulator(port=0, seed=2) as simulator:
-        gateway = Gateway(parse_config(plant_config(tmp_path, http_port, simulator.port),
-                                       env={}))
+        # Port 0: the status server's port is read back, so no other socket can take it first
+        gateway = Gateway(parse_config(plant_config(tmp_path, 0, simulator.port), env={}))
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.run(stop))
         try:
@@ -126,7 +125,7 @@ async def plant(tmp_path: Path) -> AsyncIterator[tuple[Gateway, ModbusSimulator,
             while not (gateway.status_server and gateway.status_server.port):
                 assert time.monotonic() < deadline and not task.done(), "no status server"
                 await asyncio.sleep(0.05)
-            yield gateway, simulator, f"http://127.0.0.1:{http_port}/"
+            yield gateway, simulator, f"http://127.0.0.1:{gateway.status_server.port}/"
         finally:
             stop.set()
             await asyncio.wait_for(task, 15)
@@ -279,13 +278,12 @@ REASONS = {0: "running", 1: "no material", 2: "changeover", 3: "no operator", 11
 async def test_an_enumeration_shows_its_text_next_to_the_number(
         browser: Any, tmp_path: Path) -> None:
     """A Modbus state code reads `0 running` on the page, not a bare `0` (issue 15, item 3)."""
-    http_port = free_port()
     async with ModbusSimulator(port=0, seed=2) as simulator:
         text = f"""
 gateway:
   id: enum-test
   buffer: {{path: {tmp_path / 'buffer.db'}}}
-  http: {{listen: "127.0.0.1:{http_port}"}}
+  http: {{listen: "127.0.0.1:0"}}
 devices:
   - name: packer-03
     driver: modbus
@@ -306,7 +304,8 @@ sinks:
             while not (gateway.status_server and gateway.status_server.port):
                 assert time.monotonic() < deadline and not task.done(), "no status server"
                 await asyncio.sleep(0.05)
-            await asyncio.to_thread(browser.get, f"http://127.0.0.1:{http_port}/")
+            port = gateway.status_server.port
+            await asyncio.to_thread(browser.get, f"http://127.0.0.1:{port}/")
             table = await eventually(browser, TABLE_JS, lambda t: len(t) == 1 and
                                      t[0]["cells"][4] == "good")
             label = await asyncio.to_thread(browser.execute_script, "return document"
