@@ -15,6 +15,8 @@ Scenarios (the targets are reported, never enforced):
   g  EMQX Neuron's scenario: 500 Modbus TCP devices (500 connections) x 30 tags @ 1 s, device
      payloads QoS 1: <= 0.12 cores (a tenth of Neuron's 1.24), <= 80 MB, p99 <= interval + 50 ms
   h  the same, per-tag payloads QoS 1: <= 0.3 cores, everything offered delivered
+  i  per-tag QoS 1, saturated: Modbus devices of 250 tags @ 100 ms offering twice the run's bare
+     paho QoS 1 ceiling: >= 1.0 x paho delivered, the gateway's memory flat (the rest waits on disk)
   s  Sparkplug B: 40 x 250 tags @ 100 ms into DDATA: >= 100,000 metrics/s on <= 1 core
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -105,6 +108,9 @@ def scenarios(smoke: bool) -> list[Scenario]:
         Scenario("h", "Neuron's scenario: 500 Modbus TCP connections x 30 tags @ 1 s, per-tag "
                  "payloads QoS 1", devices=500, tags=30, poll=1.0, own_ports=True,
                  target="<= 0.3 cores, all delivered"),
+        Scenario("i", "Modbus N x 250 tags @ 100 ms, per-tag payloads QoS 1, saturated",
+                 poll=0.1, target=">= 1.0 x paho QoS 1, memory flat",
+                 extra={"offer_paho_ratio": 2.0}),
         Scenario("s", "Sparkplug B: 40 x 250 tags @ 100 ms into DDATA (QoS 0 + a QoS 1 barrier "
                  "per batch)", devices=40, poll=0.1, payload="device", sink="sparkplug",
                  target=">= 100,000 metrics/s, <= 1 core"),
@@ -301,6 +307,19 @@ class Sources:
                 proc.kill()
 
 
+def saturate(scenario: Scenario, paho_per_s: float) -> None:
+    """A scenario with `offer_paho_ratio` gets as many devices as offer that multiple of the
+    run's paho ceiling (per-tag: one message a reading)."""
+    ratio = scenario.extra.get("offer_paho_ratio")
+    if ratio:
+        per_device = scenario.tags / scenario.poll
+        scenario.devices = max(1, math.ceil(ratio * paho_per_s / per_device))
+        offered = scenario.devices * per_device
+        scenario.title = (f"Modbus {scenario.devices} x {scenario.tags} tags @ "
+                          f"{int(scenario.poll * 1000)} ms ({offered:,.0f}/s offered, {ratio:g} x "
+                          "paho), per-tag payloads QoS 1, saturated")
+
+
 def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: Sources,
                  influx_url: str | None, seconds: float, warmup: float) -> dict[str, Any]:
     devices = device_entries(scenario, sources.modbus_ports, sources.opcua_port)
@@ -369,6 +388,12 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
         "produced_per_s": round(delta("gateway_readings_total") / elapsed),
         "poll_overruns": int(delta("gateway_poll_overruns_total")),
     }
+    if scenario.extra.get("offer_paho_ratio"):
+        sent = sum(v - before.get(k, 0.0) for k, v in after.items()
+                   if k.startswith("gateway_sink_sent_total") and 'sink="mqtt"' in k)
+        result["sent_per_s"] = round(sent / elapsed)
+        result["backlog_per_s"] = round((delta("gateway_buffer_appended_total") - sent)
+                                        / elapsed)
     if scenario.influx and influx_url:
         result["influx_per_s"] = round(delta("gateway_sink_sent_total") / elapsed)
     if scenario.payload == "device" and scenario.source != "opcua" and not sparkplug:
@@ -440,6 +465,14 @@ def verdict(key: str, r: dict[str, Any]) -> tuple[str, str]:
                   (r["readings_per_s"] >= 0.98 * offered,
                    f"rate {pct(r['readings_per_s'], offered)}")]
         figure = f"{r['readings_per_s']:,}/s of {offered:,.0f}, {r['cores']} cores"
+    elif key == "i":
+        ratio, growth = r["ratio_to_paho_qos1"], r["rss_mib"] - r["rss_start_mib"]
+        checks = [(ratio >= 1.0, f"ratio {pct(ratio, 1.0)}"),
+                  (growth <= 0.1 * r["rss_start_mib"], f"growth {growth:+.1f} MiB")]
+        offered = r["tags"] * 1000 / r["poll_ms"]
+        figure = (f"{ratio} of paho ({r['produced_per_s']:,}/s polled of {offered:,.0f} "
+                  f"offered, {r['poll_overruns']:,} poll slots skipped), RSS "
+                  f"{r['rss_start_mib']} -> {r['rss_mib']} MiB, backlog {r['backlog_per_s']:+,}/s")
     elif key == "s":
         checks = [(r["readings_per_s"] >= 100_000, f"rate {pct(r['readings_per_s'], 100_000)}"),
                   (r["cores"] <= 1.0, f"CPU {pct(r['cores'], 1.0)}")]
@@ -454,7 +487,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     ceilings = results["ceilings"]
     rows = ["| scenario | readings/s | gateway CPU | RSS start -> end (peak) | latency p50 / p99 "
             "| ratio to raw ceiling | target | result |", "|---|---|---|---|---|---|---|---|"]
-    for key in "abcdefghs":
+    for key in "abcdefghis":
         r = results.get(key)
         if r is None:
             continue
@@ -486,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes (CI)")
     parser.add_argument("--seconds", type=float, default=60.0, help="per gateway scenario")
     parser.add_argument("--scenario", action="append", default=None,
-                        help="run only this scenario (a-h, s); repeatable")
+                        help="run only this scenario (a-i, s); repeatable")
     parser.add_argument("--opcua-variables", type=int, default=None,
                         help="scenario c: changing variables (default 500; 10 changes/s each)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -531,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                     [f"v{i}" for i in range(opcua_variables)],
                     seconds=2 if args.smoke else 10))
             print("ceilings", ceilings, flush=True)
+            for scenario in chosen:
+                saturate(scenario, ceilings["paho_qos1_per_s"])
             for scenario in chosen:
                 result = run_scenario(scenario, workdir, broker, sources,
                                       influx.url if influx else None, seconds, warmup)

@@ -56,10 +56,10 @@ class BatchPublisher:
         the batch later.
 
         The common case (paho takes the message) stays in the loop without a coroutine per
-        message: at QoS 1 paho's own work is about 70 us a message and the sink's share of the
+        message: at QoS 1 paho's own work is most of a message's cost and the sink's share of the
         rest should stay small. Every `YIELD_EVERY` messages the event loop runs (the pollers,
-        and the PUBACKs handed over from paho's thread), since a batch of 1,000 would
-        otherwise hold it for over 100 ms."""
+        and paho reading the PUBACKs), since a batch of 1,000 would otherwise hold it for over
+        100 ms."""
         assert not self._in_flight, "one batch at a time (the delivery loop's contract)"
         self._in_flight, self._failure = True, None
         self._pending.clear()

@@ -2,10 +2,11 @@
 command topics, run each command through the router, answer exactly once on `/set/result` (and
 on an MQTT 5 response topic, with its correlation data).
 
-paho delivers messages on its own thread; `CommandChannel.received` is called there and hands
-the message to the event loop, where everything else runs. Commands are never buffered: a
-command that cannot be carried out now is refused now. Retained command messages are ignored
-(a stale retained `/set` would otherwise write again on every connect).
+paho's callbacks run on the event loop (the session drives paho's socket from it);
+`CommandChannel.received` still hands each message over with `call_soon_threadsafe`, so that
+it would also work from a paho thread, and handles it in a callback of its own. Commands are
+never buffered: a command that cannot be carried out now is refused now. Retained command
+messages are ignored (a stale retained `/set` would otherwise write again on every connect).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class CommandChannel:
         if self._client.is_connected():
             self.subscribe()
 
-    # -- paho's thread -----------------------------------------------------------------------
+    # -- paho's callbacks -------------------------------------------------------------------
 
     def subscribe(self) -> None:
         """On every connect (a clean session has no subscriptions) and after a reload."""

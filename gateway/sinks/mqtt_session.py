@@ -9,7 +9,8 @@ its socket watched with `add_reader`/`add_writer`, `loop_misc` every second). Wi
 took the GIL from the event loop to write the message and to read each PUBACK, and handed the
 acknowledgements back through the loop's self-pipe: that thread and its wake-ups were about a
 third of the gateway's CPU in Neuron's scenario (py-spy; docs/performance.md). Only the
-blocking connect (DNS, TCP, the TLS handshake) runs on a worker thread."""
+blocking connect (DNS, TCP, the TLS handshake) runs on a worker thread. The client itself
+reads PUBACKs in bulk and writes a pass's messages in one `send` (gateway/sinks/mqtt_client.py)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from gateway import __version__
 from gateway.backoff import Backoff
 from gateway.config import MqttSinkConfig
 from gateway.models import iso_z, utc_now
+from gateway.sinks.mqtt_client import new_client
 
 log = logging.getLogger("gateway.sinks.mqtt")
 
@@ -174,9 +176,9 @@ class MqttSession:
 
     def _new_client(self) -> mqtt.Client:
         config = self.config
-        client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                             client_id=config.client_id or f"shopfloor-{self.gateway_id}",
-                             protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311)
+        client = new_client(CallbackAPIVersion.VERSION2,
+                            client_id=config.client_id or f"shopfloor-{self.gateway_id}",
+                            protocol=mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311)
         log_in(client, config, self.address)
         client.will_set(self.status_topic, self.status("offline"), qos=1, retain=True)
         # paho 2.2 silently loses QoS 1 messages past 65,535 queued: cap the queue well below.
@@ -321,10 +323,14 @@ class MqttSession:
             self._loop.remove_writer(self._watched)
 
     def _readable(self) -> None:
-        """Everything the socket has: paho reads one packet a call, and TLS may hold
-        decrypted bytes the selector cannot see (`pending`)."""
+        """Everything the socket has: paho reads a bounded number of packets a call, and both
+        the client's read-ahead (`buffered`) and TLS (`pending`) may hold bytes the selector
+        cannot see."""
         client = self.client
+        buffered = getattr(client, "buffered", None)
         while client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if buffered is not None and buffered():
+                continue
             sock = client.socket()
             pending = getattr(sock, "pending", None)
             if pending is None or not pending():

@@ -276,6 +276,9 @@ class Drill:
     def _restart(self, twin: Any) -> Callable[[Phase], Awaitable[None]]:
         async def restart(phase: Phase) -> None:
             await twin.stop()
+            # a read answered as the server stopped may have gone down with its connection
+            phase.kill_marks = {d: rows[-1][0] for d, rows in self.served().items()
+                                if rows and d in phase.affected}
             await twin.start()
         return restart
 

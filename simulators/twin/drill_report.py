@@ -18,7 +18,8 @@ class Phase:
     devices cannot be read while it lasts (their sequence moves without reads: subscriptions),
     so what they served from `start` until their first reading after `cleared` is not counted
     as polled. `kill_marks`: the last sequence each device had served when the gateway was
-    SIGKILLed (that one poll may have been answered and never buffered)."""
+    SIGKILLed (that one poll may have been answered and never buffered) or its PLC restarted
+    (that answer may have gone down with the connection); not counted if a sink lacks it."""
 
     name: str
     start: float
