@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus.planner import TagSpan, plan_reads
+from drivers.modbus.planner import ReadRequest, TagSpan, plan_reads
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +109,33 @@ def test_plan_is_optimal_against_brute_force(items: list[tuple[int, int]], max_g
         assert request.count <= cap
         for span in request.tags:
             assert request.start <= span.address and span.end <= request.start + request.count
+
+
+class CountingSpan(TagSpan):
+    """A span that counts how often it is hashed."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        CountingSpan.hashed += 1
+        return super().__hash__()
+
+
+def test_a_request_hashes_its_tags_once_not_on_every_lookup() -> None:
+    spans = tuple(CountingSpan(f"t{n}", "holding", n) for n in range(30))
+    request = ReadRequest("holding", 0, 30, spans)
+    CountingSpan.hashed = 0
+    layout = {request: "layout"}
+    for _ in range(10):
+        assert layout[request] == "layout"
+    assert CountingSpan.hashed == 0
+
+
+def test_equal_requests_hash_equal_and_find_each_other() -> None:
+    first = plan_reads([TagSpan("a", "holding", 0), TagSpan("b", "holding", 5)]).requests[0]
+    second = plan_reads([TagSpan("a", "holding", 0), TagSpan("b", "holding", 5)]).requests[0]
+    other = plan_reads([TagSpan("a", "holding", 0), TagSpan("b", "holding", 6)]).requests[0]
+    assert first == second and hash(first) == hash(second)
+    assert {first: 1}[second] == 1
+    assert other != first and other not in {first: 1}
+    assert "_hash" not in repr(first)
