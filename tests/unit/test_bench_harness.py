@@ -50,3 +50,16 @@ def test_saturated_is_missed_below_the_ceiling_or_with_growing_memory(
         ratio: float, rss_end: float, missed: str) -> None:
     _, outcome = verdict("i", result(ratio, 60.0, rss_end))
     assert outcome == f"missed: {missed}"
+
+
+def twice_a(rate: int, cores: float, rss: float) -> dict[str, Any]:
+    return {"readings_per_s": rate, "cores": cores, "peak_rss_mib": rss}
+
+
+def test_twice_a_is_judged_against_twice_the_rate() -> None:
+    scenario = next(s for s in scenarios(smoke=False) if s.key == "j")
+    assert scenario.devices * scenario.tags / scenario.poll == 200_000
+    assert scenario.influx and scenario.payload == "device"
+    assert verdict("j", twice_a(200_000, 0.9, 120.0))[1] == "met"
+    assert verdict("j", twice_a(150_000, 0.9, 120.0))[1] == "missed: rate -25%"
+    assert verdict("a", twice_a(150_000, 0.9, 120.0))[1] == "met"

@@ -101,6 +101,71 @@ def test_acks_read_ahead_match_paho_byte_for_byte(mids: list[int], extra: str,
     assert [call[1] for call in ours if call[0] == "ack"] == mids
 
 
+@given(packets=st.lists(st.one_of(st.integers(1, 65535), st.sampled_from(["ping", "message"])),
+                        min_size=1, max_size=40), data=st.data())
+def test_acks_among_other_packets_match_paho_wherever_the_socket_cuts(
+        packets: list[int | str], data: st.DataObject) -> None:
+    pieces = {"ping": PINGRESP, "message": publish("plant/cmd", b'{"set": 1}')}
+    stream = b"".join(pieces[p] if isinstance(p, str) else puback(p) for p in packets)
+    mids = list(dict.fromkeys(p for p in packets if isinstance(p, int)))
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=8))
+    assert received(QuickAckClient, stream, cuts, mids) == received(mqtt.Client, stream, cuts,
+                                                                    mids)
+
+
+def test_a_run_of_acks_read_ahead_is_taken_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"paho": 0}
+    paho_read = mqtt.Client._packet_read
+
+    def counted(self: mqtt.Client) -> Any:
+        calls["paho"] += 1
+        return paho_read(self)
+
+    monkeypatch.setattr(mqtt.Client, "_packet_read", counted)
+    mids = list(range(1, 201))
+    client = QuickAckClient(CallbackAPIVersion.VERSION2, client_id="t")
+    client._sock = ChunkedSocket([])  # type: ignore[assignment]
+    client._received = b"".join(puback(m) for m in mids)  # read ahead, nothing more arrived
+    acked: list[int] = []
+    client.on_publish = lambda c, u, mid, reason, props: acked.append(mid)
+    for mid in mids:
+        client._out_messages[mid] = mqtt.MQTTMessage(mid=mid)
+    client._last_bytes_received = 0.0
+    client.loop_read()
+    assert acked == mids and not client._out_messages and client.buffered() == 0
+    assert calls["paho"] == 1  # only to find the socket empty
+    assert client._last_bytes_received > 0.0  # the keepalive sees the broker alive
+
+
+def test_acks_after_a_callback_closed_the_connection_are_not_taken() -> None:
+    client = QuickAckClient(CallbackAPIVersion.VERSION2, client_id="t")
+    client._sock = ChunkedSocket([])  # type: ignore[assignment]
+    client._received = puback(1) + puback(2) + puback(3)
+    acked: list[int] = []
+
+    def close_on_first(c: mqtt.Client, u: Any, mid: int, reason: Any, props: Any) -> None:
+        acked.append(mid)
+        client._sock_close()
+
+    client.on_publish = close_on_first
+    for mid in (1, 2, 3):
+        client._out_messages[mid] = mqtt.MQTTMessage(mid=mid)
+    client.loop_read()
+    assert acked == [1] and client.buffered() == 0
+
+
+def test_a_malformed_ack_is_refused_as_paho_refuses_it() -> None:
+    client = QuickAckClient(CallbackAPIVersion.VERSION2, client_id="t")
+    client._sock = ChunkedSocket([])  # type: ignore[assignment]
+    client._received = b"\x40\x03\x00\x01\x00" + puback(2)  # 3.1.1 has no reason byte
+    acked: list[int] = []
+    client.on_publish = lambda c, u, mid, reason, props: acked.append(mid)
+    for mid in (1, 2):
+        client._out_messages[mid] = mqtt.MQTTMessage(mid=mid)
+    assert client._packet_read() == mqtt.MQTT_ERR_PROTOCOL
+    assert acked == []
+
+
 def test_an_ack_for_a_message_not_outstanding_is_ignored_as_paho_does() -> None:
     stream = puback(7) + puback(8)
     assert received(QuickAckClient, stream, [], [8]) == [("ack", 8, 0, "Success")]

@@ -7,12 +7,11 @@ import math
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.models import Quality, Reading
 from gateway.sinks.mqtt_wire import (
-    _dump,
     _encode_payload,
     _json_value,
     device_cycles,
@@ -164,6 +163,7 @@ def test_payloads_built_by_hand_equal_the_json_encoders(value: object, quality: 
     assert encode_payload(reading) == _encode_payload(reading)
 
 
+@example([Reading(device="d", tag="t", value=6.103515625e-05, source_ts=TS)])
 @given(st.lists(st.builds(
     lambda tag, value, quality, unit, error, ts: Reading(
         device="d", tag=tag, value=value, quality=quality, unit=unit, error=error,
@@ -192,7 +192,8 @@ def test_device_payloads_equal_the_plain_encoding_of_every_reading(
     if units:
         payload["units"] = units
     payload.update(flagged)
-    assert encode_device_payload(readings) == _dump(payload) == compact(payload)
+    # The stdlib's bytes are the contract; orjson's differ below 1e-4 (`_dump` is told which).
+    assert encode_device_payload(readings) == compact(payload)
 
 
 floats_near_zero = st.floats(-1e-3, 1e-3) | st.floats(allow_nan=False, allow_infinity=False)
