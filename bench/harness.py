@@ -377,10 +377,10 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
         stop_process(proc)
         subscriber.close()
 
-    def delta(name: str) -> float:
+    def delta(name: str, sink: str | None = None) -> float:
+        """How much a counter moved in the window (summed over its labels, or one sink's)."""
         return sum(v - before.get(k, 0.0) for k, v in after.items()
-                   if k.split("{")[0] == name and (name != "gateway_sink_sent_total"
-                                                   or 'sink="influxdb"' in k))
+                   if k.split("{")[0] == name and (sink is None or f'sink="{sink}"' in k))
 
     result: dict[str, Any] = {
         "title": scenario.title, "target": scenario.target, "tags": tags,
@@ -394,13 +394,13 @@ def run_scenario(scenario: Scenario, workdir: Path, broker: Mosquitto, sources: 
         "poll_overruns": int(delta("gateway_poll_overruns_total")),
     }
     if scenario.extra.get("offer_paho_ratio"):
-        sent = sum(v - before.get(k, 0.0) for k, v in after.items()
-                   if k.startswith("gateway_sink_sent_total") and 'sink="mqtt"' in k)
+        sent = delta("gateway_sink_sent_total", sink="mqtt")
         result["sent_per_s"] = round(sent / elapsed)
         result["backlog_per_s"] = round((delta("gateway_buffer_appended_total") - sent)
                                         / elapsed)
     if scenario.influx and influx_url:
-        result["influx_per_s"] = round(delta("gateway_sink_sent_total") / elapsed)
+        result["influx_per_s"] = round(delta("gateway_sink_sent_total", sink="influxdb")
+                                       / elapsed)
     if scenario.payload == "device" and scenario.source != "opcua" and not sparkplug:
         result["schedule_drift_ms"] = schedule_drift_ms(cycle_ts, scenario.poll)
     if scenario.source == "opcua":

@@ -3,8 +3,9 @@
 Profiled in the saturated per-tag scenario (bench scenario i, py-spy), reading PUBACKs was
 46% of the gateway's CPU: paho reads each 4-byte PUBACK in three `recv` calls (its command
 byte, its length byte, its message id), and decodes it into a `ReasonCode` and a `Properties`
-object that MQTT 3.1.1 has no field for. Two overrides of paho's internals remove that work
-and change nothing else (tests/unit/test_mqtt_client.py holds them to paho's own path):
+object that MQTT 3.1.1 has no field for. These overrides of paho's internals remove that
+work, and the cost of writing each message on its own, and change nothing else
+(tests/unit/test_mqtt_client.py holds them to paho's own path):
 
 - `_sock_recv` reads what the socket has, up to 64 KiB, and hands paho its small reads from
   that chunk; `buffered()` says how much is left, so that the session reads on until it is
@@ -21,7 +22,7 @@ and change nothing else (tests/unit/test_mqtt_client.py holds them to paho's own
   the socket does not take waits, `want_write()` stays true until it is gone, and at most
   SEND_CAP bytes wait (past that paho keeps its packets queued, as on a full socket).
 
-Both are private methods of paho 2.x (pinned below 3); `paho_internals_present()` is checked
+All are private methods of paho 2.x (pinned below 3); `paho_internals_present()` is checked
 when a client is built, and a paho without them gets plain `mqtt.Client`."""
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 def paho_internals_present() -> bool:
     return all(callable(getattr(mqtt.Client, name, None))
                for name in ("_sock_recv", "_sock_send", "_sock_close", "_packet_write",
-                            "_packet_read",
-                            "_handle_pubackcomp", "_do_on_publish"))
+                            "_packet_read", "_handle_pubackcomp", "_do_on_publish"))
 
 
 class QuickAckClient(mqtt.Client):
@@ -118,11 +118,9 @@ class QuickAckClient(mqtt.Client):
             mid = (data[at + 2] << 8) | data[at + 3]
             at += 4
             self._read_at = at
-            with self._out_message_mutex:
-                if mid in self._out_messages:
-                    rc = self._do_on_publish(mid, PUBACK_SUCCESS, NO_PROPERTIES)
-                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        return rc
+            rc = self._acked(mid)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return rc
             if self._received is not data:
                 break  # a callback closed the connection: what it left is not read
         if at == taken:
@@ -135,7 +133,11 @@ class QuickAckClient(mqtt.Client):
         packet = self._in_packet["packet"]
         if cmd != "PUBACK" or self._protocol == mqtt.MQTTv5 or len(packet) != 2:
             return super()._handle_pubackcomp(cmd)
-        mid = (packet[0] << 8) | packet[1]
+        return self._acked((packet[0] << 8) | packet[1])
+
+    def _acked(self, mid: int) -> MQTTErrorCode:
+        """A 3.1.1 PUBACK, as paho's `_handle_pubackcomp` takes it: `on_publish` once, for a
+        message still outstanding."""
         with self._out_message_mutex:
             if mid in self._out_messages:
                 return self._do_on_publish(mid, PUBACK_SUCCESS, NO_PROPERTIES)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -277,8 +277,7 @@ class Drill:
         async def restart(phase: Phase) -> None:
             await twin.stop()
             # a read answered as the server stopped may have gone down with its connection
-            phase.kill_marks = {d: rows[-1][0] for d, rows in self.served().items()
-                                if rows and d in phase.affected}
+            phase.kill_marks = self.last_served(phase.affected)
             await twin.start()
         return restart
 
@@ -286,7 +285,7 @@ class Drill:
         assert self.proc is not None
         self.proc.kill()
         await asyncio.to_thread(self.proc.wait, 30)
-        phase.kill_marks = {d: rows[-1][0] for d, rows in self.served().items() if rows}
+        phase.kill_marks = self.last_served()
         await asyncio.sleep(min(self._hold, 3.0))
         self._start_gateway()
 
@@ -415,6 +414,11 @@ class Drill:
             self.tmpfs = None
 
     # -- counting ----------------------------------------------------------------------------
+
+    def last_served(self, among: Collection[str] | None = None) -> dict[str, int]:
+        """The last sequence each device (of `among`, or every one) has served so far."""
+        return {device: rows[-1][0] for device, rows in self.served().items()
+                if rows and (among is None or device in among)}
 
     def served(self) -> Served:
         assert self.twins is not None
