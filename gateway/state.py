@@ -4,6 +4,7 @@ none of them imports the runtime."""
 
 from __future__ import annotations
 
+import math
 import struct
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +36,12 @@ class DeviceHealth:
 
 RECENT_POINTS = 60
 """Recent values kept per tag for the status page's sparklines (bounded, in memory)."""
+RECENT_SPACING = 0.5
+"""Seconds of source time a sparkline point at least stands for: a tag polled faster gets a
+point every `RECENT_SPACING` (its latest value is still every reading's), so 60 points span at
+least 30 s, and the ring costs nothing for most readings of a fast poll (it was most of
+`TagState.update`, the largest single cost of 40 x 250 tags at 100 ms: 18% of the gateway's
+samples, py-spy)."""
 
 Point = tuple[datetime, float]
 Row = tuple[Any, ...]
@@ -81,13 +88,14 @@ class TagState:
     `RECENT_POINTS` numeric values of each (bools as 0/1) for the status page's sparklines.
 
     `update` runs for every reading that passes the deadband, so it stays tiny (0.77 us a
-    reading before it was per device, measured): one tuple stored, and for a number a value
-    and a time written into the tag's ring, an `array` of doubles: the count of points
-    written, the base time (epoch seconds), the values, and the times as float32 seconds
-    from the base. A deque of (datetime, value) tuples cost 6.2 KB a tag once full (a tuple
-    and a float object per point): 62 MB at 10,000 tags; an array appended to and cut back
-    every 16 points 1.4 KB; a ring of (epoch, value) doubles 1.19 KB; this one 1.05 KB
-    (tracemalloc, key and dict entry included). The base moves to the newest time once a
+    reading before it was per device, measured): one tuple stored, and for a number due a
+    point (`RECENT_SPACING`) a value and a time written into the tag's ring, an `array` of
+    doubles: the count of points written, the base time (epoch seconds), the last point's
+    time, the values, and the times as float32 seconds from the base. A deque of (datetime,
+    value) tuples cost 6.2 KB a tag once full (a tuple and a float object per point): 62 MB
+    at 10,000 tags; an array appended to and cut back every 16 points 1.4 KB; a ring of
+    (epoch, value) doubles 1.19 KB; this one 1.06 KB (tracemalloc, key and dict entry
+    included). The base moves to the newest time once a
     time is an hour from it, so the last hour's times are within 0.25 ms (what the page
     shows is rounded to 1 ms) and older ones lose precision with their age (about 0.25 s a
     month back), which a sparkline does not show."""
@@ -99,6 +107,7 @@ class TagState:
     def update(self, readings: Sequence[Reading]) -> None:
         devices, recent, numbers, size = self.latest.devices, self.recent, _NUMBERS, RECENT_POINTS
         values_at, times_at, rebase_after, pack_time = _VALUES, _TIMES_AT, _REBASE_AFTER, _pack_time
+        spacing = RECENT_SPACING - 0.001  # epochs 0.5 s apart may differ by 0.4999998
         last_device, rows, rings = None, {}, {}
         last_ts, epoch = None, 0.0  # a poll's readings share one timestamp: convert it once
         for reading in readings:
@@ -117,6 +126,8 @@ class TagState:
                 ring = rings.get(tag)
                 if ring is None:
                     ring = rings[tag] = array("d", _EMPTY_RING)
+                elif 0.0 <= epoch - ring[2] < spacing:  # not yet due (an older time is)
+                    continue
                 written = ring[0]
                 slot = int(written) % size
                 try:
@@ -129,6 +140,7 @@ class TagState:
                     offset = 0.0
                 pack_time(ring, times_at + 4 * slot, offset)
                 ring[0] = written + 1
+                ring[2] = epoch
 
     def points(self, device: str, tag: str) -> list[tuple[float, float]]:
         """The tag's recent (epoch seconds, value) points, oldest first."""
@@ -149,9 +161,10 @@ class TagState:
         self.recent.pop(device, None)
 
 
-_VALUES = 2  # ring[0]: points written, ring[1]: the base time
+_VALUES = 3  # ring[0]: points written, ring[1]: the base time, ring[2]: the last point's time
 _TIMES_AT = 8 * (_VALUES + RECENT_POINTS)  # byte offset of the float32 times
 _EMPTY_RING = array("d", bytes(_TIMES_AT + 4 * RECENT_POINTS))
+_EMPTY_RING[2] = -math.inf  # the first point is due whatever its time
 _REBASE_AFTER = 3600.0
 _pack_time = struct.Struct("=f").pack_into
 _unpack_time = struct.Struct("=f").unpack_from

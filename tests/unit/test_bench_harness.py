@@ -63,3 +63,13 @@ def test_twice_a_is_judged_against_twice_the_rate() -> None:
     assert verdict("j", twice_a(200_000, 0.9, 120.0))[1] == "met"
     assert verdict("j", twice_a(150_000, 0.9, 120.0))[1] == "missed: rate -25%"
     assert verdict("a", twice_a(150_000, 0.9, 120.0))[1] == "met"
+
+
+def test_a_rate_target_equal_to_the_offered_rate_allows_one_percent() -> None:
+    """a and s offer exactly 100,000/s, j 200,000: keeping up with 99% of it meets the
+    target, less does not."""
+    assert verdict("a", twice_a(99_100, 0.9, 120.0))[1] == "met"
+    assert verdict("a", twice_a(98_900, 0.9, 120.0))[1] == "missed: rate -1%"
+    assert verdict("j", twice_a(198_100, 0.9, 120.0))[1] == "met"
+    assert verdict("s", {"readings_per_s": 99_100, "cores": 0.9})[1] == "met"
+    assert verdict("s", {"readings_per_s": 98_000, "cores": 0.9})[1] == "missed: rate -2%"

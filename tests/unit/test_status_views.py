@@ -19,7 +19,7 @@ from gateway.kpi.config import KpiSettings, OeeConfig
 from gateway.kpi.engine import KpiEngine, MachineKpi
 from gateway.kpi.stage import TREND_POINTS, KpiStage
 from gateway.models import Quality, Reading, bad_reading, good_reading
-from gateway.state import RECENT_POINTS, GatewayState, TagState
+from gateway.state import RECENT_POINTS, RECENT_SPACING, GatewayState, TagState
 
 pytestmark = pytest.mark.unit
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -54,6 +54,21 @@ def test_the_last_points_are_kept_in_order_whatever_the_count(values: list[float
     assert [t for t, _ in points] == [
         (START + timedelta(seconds=n)).timestamp()
         for n in range(len(values) - len(kept), len(values))]
+
+
+def test_a_fast_poll_gets_a_point_every_spacing_and_its_latest_every_reading() -> None:
+    """Every 100 ms for 10 s: a point each RECENT_SPACING of source time, so the 60 points
+    span 30 s rather than 6; an older time than the last point's is a point again."""
+    tags = TagState()
+    step = 0.1
+    for n in range(100):
+        tags.update([good_reading("d", "n", n, START + timedelta(seconds=n * step))])
+        assert tags.latest[("d", "n")].value == n
+    values = [v for _, v in tags.points("d", "n")]
+    every = round(RECENT_SPACING / step)
+    assert values == [float(n) for n in range(0, 100, every)]
+    tags.update([good_reading("d", "n", -1, START)])
+    assert tags.points("d", "n")[-1] == (START.timestamp(), -1.0)
 
 
 def test_an_int_past_a_float_gets_no_point_but_is_still_the_latest() -> None:
@@ -114,7 +129,7 @@ def test_a_latest_reading_reads_back_as_it_was_given() -> None:
 
 def test_sparkline_times_stay_right_across_hours_and_out_of_order_times() -> None:
     """The ring keeps times as float32 seconds from a base that follows the newest time."""
-    offsets = [0.0, 1800.123, 3700.456, 3600.001, 7400.789, 11_000.25, 90_000.5, 90_000.75]
+    offsets = [0.0, 1800.123, 3700.456, 3600.001, 7400.789, 11_000.25, 90_000.5, 90_001.75]
     tags = TagState()
     for n, offset in enumerate(offsets):
         tags.update([good_reading("d", "n", n, START + timedelta(seconds=offset))])

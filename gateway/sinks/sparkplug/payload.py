@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from gateway.models import Quality, Reading, Value
 from gateway.sinks.sparkplug.sparkplug_b_pb2 import Payload
@@ -106,10 +107,15 @@ def epoch_ms(ts: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class MetricSpec:
-    """What a metric is, fixed at its birth: its alias and datatype."""
+    """What a metric is, fixed at its birth: its alias and datatype (and the alias's field
+    bytes, which every DDATA of the metric starts with)."""
 
     alias: int
     datatype: int
+    alias_field: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alias_field", b"\x10" + varint(self.alias))  # Metric.alias
 
 
 def fill_metric(metric: Metric, reading: Reading, spec: MetricSpec, *, birth: bool = False,
@@ -140,7 +146,7 @@ def fill_metric(metric: Metric, reading: Reading, spec: MetricSpec, *, birth: bo
 
 # Module globals: an Enum member looked up through its class costs 13x a global (159 vs 12 ns),
 # twice per metric in the DDATA hot path.
-_BAD, _UNCERTAIN = Quality.BAD, Quality.UNCERTAIN
+_BAD, _UNCERTAIN, _GOOD = Quality.BAD, Quality.UNCERTAIN, Quality.GOOD
 
 
 def _set_null(metric: Metric, quality: int) -> None:
@@ -288,12 +294,99 @@ def device_birth(seq: int, ts_ms: int, metrics: Iterable[tuple[Reading, MetricSp
 
 def device_data(seq: int, ts_ms: int, metrics: Iterable[tuple[Reading, MetricSpec, bool]]
                 ) -> tuple[bytes, int]:
-    """DDATA by alias, each metric with its source timestamp and `is_historical` flag."""
-    payload = Payload(timestamp=ts_ms, seq=seq)
-    add = payload.metrics.add
-    mismatched = sum(not fill_metric(add(), reading, spec, historical=historical)
-                     for reading, spec, historical in metrics)
-    return payload.SerializeToString(), mismatched
+    """DDATA by alias, each metric with its source timestamp and `is_historical` flag; and
+    how many values did not fit their datatype.
+
+    Written as protobuf's wire format by hand for a good scalar (most of a DDATA: the field
+    bytes of its alias kept in its spec, the timestamp's once per poll), through protobuf's
+    own `Metric` for everything else; the bytes are protobuf's (fields in number order, a
+    property test holds them equal to `SerializeToString`). protobuf's message objects cost
+    0.90 us a metric, this 0.44 (250 UInt16 metrics; bench/sparkplug_payload.py), and the
+    DDATA was an eighth of the gateway's time in 40 x 250 tags at 100 ms (py-spy)."""
+    parts = [b"\x08", varint(ts_ms)]  # Payload.timestamp
+    mismatched = 0
+    last_ts: datetime | None = None
+    stamp = b""
+    for reading, spec, historical in metrics:
+        fields = reading.__dict__
+        ts = fields["source_ts"]
+        if ts is not last_ts:
+            last_ts, stamp = ts, b"\x18" + varint(epoch_ms(ts))  # Metric.timestamp
+        value = _good_value_field(fields, spec.datatype)
+        if value is None:
+            metric = Metric()
+            mismatched += not fill_metric(metric, reading, spec, historical=historical)
+            body = metric.SerializeToString()
+        else:
+            body = spec.alias_field + stamp + (_HISTORICAL + value if historical else value)
+        parts += (b"\x12", varint(len(body)), body)  # Payload.metrics
+    parts += (b"\x18", varint(seq))  # Payload.seq
+    return b"".join(parts), mismatched
+
+
+_HISTORICAL = b"\x28\x01"  # Metric.is_historical = true
+_TRUE, _FALSE = b"\x70\x01", b"\x70\x00"  # Metric.boolean_value
+_pack_double = struct.Struct("<d").pack
+_pack_float = struct.Struct("<f").pack
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _good_value_field(fields: dict[str, Any], datatype: int) -> bytes | None:
+    """The value's field bytes for a good scalar that fits its datatype as it is; None for
+    anything else (bad, uncertain, an array, a string, a conversion), which protobuf's
+    `Metric` writes."""
+    value = fields["value"]
+    if fields["quality"] is not _GOOD:
+        return None
+    kind = type(value)
+    if kind is int:
+        limits = INT_RANGES.get(datatype)
+        if limits is None or not limits[0] <= value <= limits[1]:
+            return None
+        if datatype in _INT32_TYPES:
+            return _tagged_varint(0x50, value & 0xFFFFFFFF)
+        return _tagged_varint(0x58, value & 0xFFFFFFFFFFFFFFFF)
+    if kind is float:
+        if datatype == DOUBLE:
+            return b"\x69" + _pack_double(value)
+        if datatype == FLOAT and not abs(value) > _FLOAT32_MAX:
+            return b"\x65" + _pack_float(value)
+        return None
+    if kind is bool and datatype == BOOLEAN:
+        return _TRUE if value else _FALSE
+    return None
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
+_pack_2, _pack_3, _pack_4 = (struct.Struct(f"<{n}B").pack for n in (2, 3, 4))
+
+
+def varint(number: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    if number < 128:
+        return _SMALL_VARINTS[number]
+    if number < 16384:
+        return _pack_2(number & 0x7F | 0x80, number >> 7)
+    if number < 2097152:  # a UInt16 register's value
+        return _pack_3(number & 0x7F | 0x80, number >> 7 & 0x7F | 0x80, number >> 14)
+    out = bytearray()
+    while number > 0x7F:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _tagged_varint(key: int, number: int) -> bytes:
+    """A field's key byte and its varint value in one `struct` call (a register's value
+    in most DDATA metrics)."""
+    if number < 128:
+        return _pack_2(key, number)
+    if number < 16384:
+        return _pack_3(key, number & 0x7F | 0x80, number >> 7)
+    if number < 2097152:
+        return _pack_4(key, number & 0x7F | 0x80, number >> 7 & 0x7F | 0x80, number >> 14)
+    return _SMALL_VARINTS[key] + varint(number)
 
 
 def device_death(seq: int, ts_ms: int) -> bytes:
@@ -336,8 +429,8 @@ def command_metrics(data: bytes) -> list[CommandMetric]:
     Tahu's two's complement). PayloadError for bytes that are no Sparkplug payload."""
     metrics = []
     for metric in parse(data).metrics:
-        field = metric.WhichOneof("value")
-        value: Value = None if metric.is_null or field is None else getattr(metric, field)
+        which = metric.WhichOneof("value")
+        value: Value = None if metric.is_null or which is None else getattr(metric, which)
         bits = _SIGNED_BITS.get(metric.datatype)
         if bits is not None and isinstance(value, int):
             value &= (1 << bits) - 1
