@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 
+_JITTER = random.Random()
+"""One generator for every backoff: a `random.Random` holds 2.5 KB of state (1.25 MB for the
+500 devices of Neuron's scenario), and the draws need no stream of their own."""
+
 
 class Backoff:
     """Delays of initial * 2**n, capped at `cap`, each drawn uniformly from [d/2, d] so that
@@ -13,7 +17,7 @@ class Backoff:
                  rng: random.Random | None = None) -> None:
         self.initial = initial
         self.cap = cap
-        self._rng = rng or random.Random()
+        self._rng = rng or _JITTER
         self._attempt = 0
 
     def next(self) -> float:

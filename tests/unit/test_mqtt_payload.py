@@ -118,6 +118,29 @@ def test_device_cycles_close_when_a_tag_comes_again() -> None:
         [("a", 1), ("a", 2)], [("b", 3), ("b", 5)], [("a", 4)]]
 
 
+def plain_device_cycles(readings: list[Reading]) -> list[list[Reading]]:
+    """device_cycles as it was first written: one lookup a reading."""
+    groups: list[list[Reading]] = []
+    open_groups: dict[str, tuple[list[Reading], set[str]]] = {}
+    for reading in readings:
+        group, tags = open_groups.get(reading.device, (None, set()))
+        if group is None or reading.tag in tags:
+            group, tags = [], set()
+            groups.append(group)
+            open_groups[reading.device] = (group, tags)
+        group.append(reading)
+        tags.add(reading.tag)
+    return groups
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from("xyz")), max_size=40))
+def test_device_cycles_are_the_plain_grouping_whatever_the_order(
+        keys: list[tuple[str, str]]) -> None:
+    batch = [Reading(device=device, tag=tag, value=n, source_ts=TS)
+             for n, (device, tag) in enumerate(keys)]
+    assert device_cycles(batch) == plain_device_cycles(batch)
+
+
 def test_device_payload_holds_every_value_and_flags_bad_ones() -> None:
     later = TS.replace(microsecond=223456)
     payload = json.loads(encode_device_payload([
@@ -232,3 +255,21 @@ def test_an_enumeration_value_carries_its_text() -> None:
     unnamed = json.loads(encode_payload(reading.model_copy(update={"value": 9}), {3: "holding"}))
     assert "text" not in unnamed and unnamed == json.loads(encode_payload(
         reading.model_copy(update={"value": 9})))
+
+
+@given(st.lists(st.tuples(st.sampled_from("uvwxyz"), st.integers(-5, 5), st.integers(0, 3),
+                          st.sampled_from(list(Quality)), st.sampled_from([None, "bar"])),
+                min_size=1, max_size=6, unique_by=lambda case: case[0]))
+def test_a_device_payload_has_the_latest_time_and_every_value(
+        cases: list[tuple[str, int, int, Quality, str | None]]) -> None:
+    """One cycle (each tag once), its readings at several instants in any order."""
+    stamps = [TS.replace(microsecond=n * 1000) for n in (5, 1, 9, 3)]
+    readings = [Reading(device="d", tag=tag, value=value, quality=quality,
+                        source_ts=stamps[stamp], unit=unit, error=None)
+                for tag, value, stamp, quality, unit in cases]
+    payload = json.loads(encode_device_payload(readings))
+    assert payload["ts"] == format_ts(max(readings, key=lambda r: r.source_ts))
+    assert payload["values"] == {r.tag: r.value for r in readings}
+    assert payload.get("units", {}) == {r.tag: r.unit for r in readings if r.unit}
+    for kind in ("bad", "uncertain"):
+        assert set(payload.get(kind, {})) == {r.tag for r in readings if r.quality == kind}
