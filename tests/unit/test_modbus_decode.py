@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -34,14 +34,17 @@ def _driver(specs: list[dict[str, Any]]) -> ModbusDriver:
          "tags": tag_list}))
 
 
-@given(specs=st.lists(tags, min_size=1, max_size=12), data=st.data())
+@given(specs=st.lists(tags, min_size=1, max_size=12), data=st.data(),
+       arrived=st.sampled_from([TS, TS.astimezone(timezone(timedelta(hours=1)))]))
 def test_decode_equals_the_codec_for_every_tag(specs: list[dict[str, Any]],
-                                               data: st.DataObject) -> None:
+                                               data: st.DataObject, arrived: datetime) -> None:
+    """Also for an arrival time in another zone (the readings' own are UTC)."""
     driver = _driver(specs)
     for request in driver.plan.requests:
         values = data.draw(st.lists(registers, min_size=request.count, max_size=request.count))
-        expected = [driver._reading(driver.tags[span.name], values, request.start, TS)
+        expected = [driver._reading(driver.tags[span.name], values, request.start, arrived)
                     for span in request.tags]
-        assert driver.decode(request, values, TS) == expected
-        assert [type(r.value) for r in driver.decode(request, values, TS)] == [
-            type(r.value) for r in expected]
+        decoded = driver.decode(request, values, arrived)
+        assert decoded == expected
+        assert [type(r.value) for r in decoded] == [type(r.value) for r in expected]
+        assert all(r.source_ts.tzinfo is UTC and r.source_ts == TS for r in decoded)
