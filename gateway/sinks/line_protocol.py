@@ -113,6 +113,22 @@ def timestamp_ns(ts: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+_HEADS: dict[str, dict[str, str]] = {}
+_HEADS_MAX = 4096
+
+
+def _heads(prefix: str) -> dict[str, str]:
+    """A series' `prefix field_key=` by tag, kept across batches (what `to_lines` writes
+    before every number's value); the whole cache starts over past _HEADS_MAX series, a
+    series' past 16 times as many tags."""
+    heads = _HEADS.get(prefix)
+    if heads is None:
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        heads = _HEADS[prefix] = {}
+    return heads
+
+
 @lru_cache(maxsize=4096)
 def series_prefix(ctx: DeviceContext) -> str | None:
     """`measurement,tag=value,...` of a device, or None if the name cannot be a measurement."""
@@ -168,30 +184,39 @@ def to_lines(readings: Iterable[Reading], contexts: Mapping[str, DeviceContext])
     ctx: DeviceContext | None = None
     prefix: str | None = None
     last_ts: datetime | None = None
-    ns = 0
     append = batch.lines.append
+    heads: dict[str, str] = {}
+    stamp = ""
     for reading in readings:
         fields = reading.__dict__  # (a dict lookup is cheaper than the model's attribute)
         if fields["device"] != device:
             device = fields["device"]
             ctx = contexts.get(device) or fallback_context(device, contexts)
             prefix = series_prefix(ctx)
+            heads = _heads(prefix) if prefix is not None else {}
         value, tag = fields["value"], fields["tag"]
         if prefix is not None and fields["quality"] is not _BAD and tag:
-            text: str | None = None
             kind = type(value)
-            if kind is int and _INT64_MIN <= value <= _INT64_MAX:
-                text = f"{value}i"
-            elif kind is float and math.isfinite(value):
-                text = repr(value)
-            elif kind is bool:
-                text = "true" if value else "false"
-            if text is not None:
+            if kind is int or kind is float or kind is bool:
                 if fields["source_ts"] is not last_ts:
                     last_ts = fields["source_ts"]
-                    ns = timestamp_ns(last_ts)
-                append(f"{prefix} {escape_field_key(tag)}={text} {ns}")
-                continue
+                    stamp = f" {timestamp_ns(last_ts)}"
+                head = heads.get(tag)
+                if head is None:
+                    if len(heads) >= _HEADS_MAX * 16:  # a series of ever new tags
+                        heads.clear()
+                    head = heads[tag] = f"{prefix} {escape_field_key(tag)}="
+                if kind is int:
+                    if _INT64_MIN <= value <= _INT64_MAX:
+                        append(f"{head}{value}i{stamp}")
+                        continue
+                elif kind is float:
+                    if math.isfinite(value):
+                        append(f"{head}{value!r}{stamp}")
+                        continue
+                else:
+                    append(f"{head}{'true' if value else 'false'}{stamp}")
+                    continue
         assert ctx is not None
         line = to_line(reading, ctx)
         if line is not None:

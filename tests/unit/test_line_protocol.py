@@ -276,3 +276,15 @@ def test_to_lines_writes_what_to_line_writes_and_counts_the_rest(
     unwritten = sum(line is None for line in expected)
     assert (batch.no_value + batch.not_finite + batch.invalid_name + len(batch.arrays)
             == unwritten)
+
+
+def test_the_series_heads_kept_across_batches_stay_bounded_and_right() -> None:
+    from gateway.sinks import line_protocol
+
+    devices = [f"m{n}" for n in range(line_protocol._HEADS_MAX + 10)]
+    contexts = {d: DeviceContext("edge-01", "jeonju", "", "", d) for d in devices}
+    for value in (1, 2.5):
+        readings = [reading(value, tag="t", device=d) for d in devices]
+        batch = to_lines(readings, contexts)
+        assert batch.lines == [to_line(r, contexts[r.device]) for r in readings]
+        assert len(line_protocol._HEADS) <= line_protocol._HEADS_MAX
