@@ -22,6 +22,8 @@ PAYLOADS = 200
 
 
 def protobuf_objects(seq: int, ts_ms: int, metrics: Metrics) -> tuple[bytes, int]:
+    """DDATA the way protobuf's message objects write it (what `device_data` did before it
+    wrote the common metrics itself; the property test's reference too)."""
     payload = Payload(timestamp=ts_ms, seq=seq)
     mismatched = sum(not sp.fill_metric(payload.metrics.add(), reading, spec,
                                         historical=historical)

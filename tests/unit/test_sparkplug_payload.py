@@ -11,6 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from bench.sparkplug_payload import protobuf_objects
 from gateway.models import Quality, Reading
 from gateway.sinks.sparkplug import payload as sp
 from gateway.sinks.sparkplug.config import SparkplugSinkConfig
@@ -205,17 +206,6 @@ def test_dcmd_by_alias_with_a_float_and_garbage_refused() -> None:
         sp.command_metrics(b"\xff\xff\xff")
 
 
-def protobuf_device_data(seq: int, ts_ms: int,
-                         metrics: list[tuple[Reading, sp.MetricSpec, bool]]) -> tuple[bytes, int]:
-    """DDATA the way protobuf's message objects write it (what device_data did before it
-    wrote the common metrics itself)."""
-    payload = Payload(timestamp=ts_ms, seq=seq)
-    mismatched = sum(not sp.fill_metric(payload.metrics.add(), reading, spec,
-                                        historical=historical)
-                     for reading, spec, historical in metrics)
-    return payload.SerializeToString(), mismatched
-
-
 ANY_VALUE = st.one_of(
     st.integers(-(2**64), 2**65), st.integers(0, 70_000), st.floats(), st.floats(width=32),
     st.floats(min_value=3.3e38, max_value=3.5e38), st.booleans(), st.none(), st.text(max_size=4),
@@ -238,7 +228,7 @@ def test_ddata_bytes_are_protobufs_own_whatever_the_metrics(
         reading = Reading(device="d", tag=f"t{n}", value=value, quality=quality,  # type: ignore[arg-type]
                           source_ts=stamps[stamp])
         metrics.append((reading, sp.MetricSpec(alias, datatype), historical))
-    assert sp.device_data(seq, ts_ms, metrics) == protobuf_device_data(seq, ts_ms, metrics)
+    assert sp.device_data(seq, ts_ms, metrics) == protobuf_objects(seq, ts_ms, metrics)
 
 
 @given(st.integers(0, 2**64 - 1))
