@@ -18,6 +18,9 @@ from gateway.sinks import Sink
 
 log = logging.getLogger(__name__)
 
+# Longer than paho's 5 s connect timeout: a connect under way succeeds or fails within it.
+FIRST_CONNECTION_GRACE = 10.0
+
 
 class SinkDelivery:
     """Sends the sink's backlog oldest first; advances its cursor only after an ack."""
@@ -34,6 +37,7 @@ class SinkDelivery:
 
     async def run(self) -> None:
         """Until polling is done and the backlog is sent (or the sink fails while stopping)."""
+        await self.sink.wait_first_connection(FIRST_CONNECTION_GRACE)
         while await self._send_next():
             pass
 

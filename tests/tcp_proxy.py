@@ -1,5 +1,6 @@
 """A loopback TCP proxy that can go silent: the sockets stay open but nothing is forwarded,
-as when a PLC hangs or a cable is pulled (a half-open connection no RST ever reports)."""
+as when a PLC hangs or a cable is pulled (a half-open connection no RST ever reports). It can
+also hold the server's replies back, as a slow network delays an answer, and pass them on later."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class SilentableProxy:
         self.target_port = target_port
         self.port = 0
         self.silent = False
+        self.forwarded_to_server = 0  # bytes
+        self._replies = asyncio.Event()  # cleared: the server's bytes wait
+        self._replies.set()
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -31,6 +35,12 @@ class SilentableProxy:
             self._server.close()
             await self._server.wait_closed()
 
+    def hold_replies(self) -> None:
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
+
     def drop_all(self) -> None:
         for writer in self._writers:
             writer.close()
@@ -43,12 +53,18 @@ class SilentableProxy:
             writer.close()
             return
         self._writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer, to_server=True),
+                             self._pipe(up_reader, writer, to_server=False))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    to_server: bool) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if not to_server:
+                    await self._replies.wait()
                 if not self.silent:
                     writer.write(data)
                     await writer.drain()
+                    if to_server:
+                        self.forwarded_to_server += len(data)
         writer.close()

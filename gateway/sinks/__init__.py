@@ -120,6 +120,13 @@ class Sink(ABC):
     def connected(self) -> bool:
         return True
 
+    async def wait_first_connection(self, seconds: float) -> None:
+        """Before the first batch: up to `seconds` for the first connection attempt to
+        succeed or fail. Readings polled while the broker's answer is still on its way then wait
+        for it rather than fail with a warning on a normal start. A sink without a connection
+        to make returns at once."""
+        return
+
     async def wait_ready(self, seconds: float) -> None:
         """The pause before retrying a failed batch; a sink that can tell when its far side is
         back (a reconnect) ends it early, so a replay does not wait out a long backoff."""

@@ -101,6 +101,9 @@ class MqttSink(Sink):
             await self._commands.close()
         await self.session.close()
 
+    async def wait_first_connection(self, seconds: float) -> None:
+        await self.session.wait_first_answer(seconds)
+
     async def wait_ready(self, seconds: float) -> None:
         await self.session.wait_ready(seconds)
 

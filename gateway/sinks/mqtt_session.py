@@ -163,6 +163,7 @@ class MqttSession:
         self._probing = False
         self._closing = False
         self._reconnected = asyncio.Event()
+        self._first_answer = asyncio.Event()  # the first connect succeeded or failed
         self._socket_gone = asyncio.Event()
         self._watched: int | None = None  # the file descriptor of paho's socket, while watched
         self._connector: asyncio.Task[None] | None = None
@@ -250,6 +251,7 @@ class MqttSession:
         """Publish the offline status (a clean DISCONNECT discards the last will), then
         disconnect. Never raises."""
         self._closing = True
+        self._first_answer.set()
         try:
             if self.connected:
                 info = self.client.publish(self.status_topic, self.status("offline"), qos=1,
@@ -274,6 +276,11 @@ class MqttSession:
         with contextlib.suppress(Exception):
             self.client._sock_close()  # one still open after 2 s (no answer to DISCONNECT)
         self.connected = False
+
+    async def wait_first_answer(self, seconds: float) -> None:
+        """Up to `seconds` for the first connect to succeed or fail."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_answer.wait(), seconds)
 
     async def wait_ready(self, seconds: float) -> None:
         """Up to `seconds`; less when a lost connection comes back meanwhile."""
@@ -396,6 +403,7 @@ class MqttSession:
 
     def _connect_failed(self, message: str, level: int) -> None:
         """The first failure of an outage at `level`, repeats (every 1-30 s) at debug."""
+        self._on_loop(self._first_answer.set)
         self._connect_failures += 1
         if self._connect_failures == 1:
             log.log(level, "mqtt: %s (retrying every 1-30 s)", message)
@@ -451,6 +459,7 @@ class MqttSession:
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
+        self._first_answer.set()
         if connected:
             self._reconnected.set()
         else:  # a batch in flight fails now rather than at its deadline

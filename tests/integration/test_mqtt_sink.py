@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -17,13 +18,17 @@ from typing import Any
 
 import pytest
 
+from gateway.buffer import DurableBuffer
 from gateway.config import MqttSinkConfig
+from gateway.delivery import SinkDelivery
 from gateway.errors import SinkError
 from gateway.metrics import Counters
 from gateway.models import Quality, Reading
 from gateway.sinks import DeviceContext
 from gateway.sinks.mqtt import MqttSink
 from tests.fixtures_mqtt import Message, Mosquitto, MqttCollector, TlsBroker
+from tests.procs import eventually
+from tests.tcp_proxy import SilentableProxy
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = ["3.1.1", "5"]
@@ -215,6 +220,48 @@ async def test_send_fails_fast_when_the_broker_is_down(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [f"mqtt: cannot connect to {broker.url}: [Errno 111] Connection "
                         "refused (retrying every 1-30 s)"]
+
+
+async def test_a_batch_polled_before_the_connack_waits_for_it_without_a_warning(
+        mosquitto: Mosquitto, mqtt_collector: Callable[..., MqttCollector], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """On a normal start the first readings can be in the buffer before the broker's CONNACK
+    is back: the delivery waits for that first answer instead of failing the batch with a
+    warning (seen in the demo on a busy machine)."""
+    collector = mqtt_collector(mosquitto.host, mosquitto.port, "jeonju/stamping/#")
+    counters = Counters()
+    polling_done = asyncio.Event()
+    polling_done.set()  # a failed batch would end the delivery at once, unsent
+    buffer = DurableBuffer(tmp_path / "buffer.db", ["mqtt"])
+    buffer.append(counter_readings(5))
+    async with SilentableProxy(mosquitto.port) as proxy:
+        proxy.hold_replies()
+        sink = make_sink(f"mqtt://127.0.0.1:{proxy.port}", counters)
+        await sink.start()
+        try:
+            delivery = asyncio.create_task(
+                SinkDelivery(sink, buffer, lambda: 5, polling_done).run())
+            await eventually(lambda: proxy.forwarded_to_server > 0, 15, "the CONNECT")
+            assert not delivery.done()
+            proxy.release_replies()
+            await asyncio.wait_for(delivery, 30)
+            await until(collector, lambda messages: len(messages) >= 5)
+        finally:
+            await sink.close()
+            buffer.close()
+    assert counters.get("gateway_sink_failures_total", sink="mqtt") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_the_wait_for_the_first_connection_ends_when_the_broker_refuses(
+        tmp_path: Path) -> None:
+    sink = make_sink(Mosquitto(tmp_path / "never-started").url)
+    await sink.start()
+    try:
+        await asyncio.wait_for(sink.wait_first_connection(600), 20)
+    finally:
+        await sink.close()
+    assert not sink.connected
 
 
 async def test_send_returns_only_after_the_pubacks_and_fails_when_none_come(

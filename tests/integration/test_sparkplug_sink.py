@@ -28,6 +28,7 @@ from gateway.sinks import DeviceContext
 from gateway.sinks.sparkplug.config import SparkplugSinkConfig
 from gateway.sinks.sparkplug.sink import SparkplugSink
 from tests.fixtures_mqtt import Mosquitto
+from tests.procs import eventually
 from tests.sparkplug_host import SparkplugHost
 from tests.tcp_proxy import SilentableProxy
 
@@ -257,6 +258,30 @@ async def test_bdseq_grows_per_connection_and_the_will_carries_it(
     assert births == [0, 1, 2]
     assert deaths[:2] == [0, 1]  # the will of session 0, then the clean close of session 1
     assert host.violations == []
+
+
+async def test_the_first_batch_waits_for_the_first_session_and_not_longer_than_a_refusal(
+        mosquitto: Mosquitto, host_for: Callable[[Mosquitto], SparkplugHost],
+        tmp_path: Path) -> None:
+    """A batch polled while the CONNACK is on its way waits for the session (births sent)
+    rather than failing; a refused broker ends that wait at once."""
+    host = host_for(mosquitto)
+    async with SilentableProxy(mosquitto.port) as proxy:
+        proxy.hold_replies()
+        async with running(make_sink(f"mqtt://127.0.0.1:{proxy.port}", tmp_path),
+                           wait_live=False) as sink:
+            waiting = asyncio.create_task(sink.wait_first_connection(600))
+            await eventually(lambda: proxy.forwarded_to_server > 0, 15, "the CONNECT")
+            assert not waiting.done()
+            proxy.release_replies()
+            await asyncio.wait_for(waiting, 30)
+            assert sink.connected
+            await sink.send([counter(1)])
+            await until(host, lambda h: bool(h.of_kind("DBIRTH", "cnc-07")), "DBIRTH")
+    refused = make_sink(Mosquitto(tmp_path / "never-started").url, tmp_path)
+    async with running(refused, wait_live=False):
+        await asyncio.wait_for(refused.wait_first_connection(600), 20)
+        assert not refused.connected
 
 
 async def test_device_down_gets_ddeath_and_dbirth_when_back(

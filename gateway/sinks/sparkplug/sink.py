@@ -128,6 +128,7 @@ class SparkplugSink(Sink):
         self._session_lock = asyncio.Lock()
         self._barrier: tuple[int, asyncio.Future[None]] | None = None
         self._ready = asyncio.Event()
+        self._first_answer = asyncio.Event()  # the first session began, or a connect failed
         self._tasks: set[asyncio.Task[None]] = set()
         self._client = self._new_client()
 
@@ -166,6 +167,7 @@ class SparkplugSink(Sink):
         """NDEATH (a clean DISCONNECT discards the will), then disconnect; never raises."""
         self._closing = True
         self._live = False
+        self._first_answer.set()
         for task in list(self._tasks):
             task.cancel()
         with self._wire:
@@ -195,6 +197,10 @@ class SparkplugSink(Sink):
     @property
     def bdseq(self) -> int:
         return self._bdseq
+
+    async def wait_first_connection(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_answer.wait(), seconds)
 
     async def wait_ready(self, seconds: float) -> None:
         if self._live:  # failed while live (a timeout): a plain pause
@@ -366,6 +372,7 @@ class SparkplugSink(Sink):
                 return
             self._live = True
             self._ready.set()
+            self._first_answer.set()
             log.info("sparkplug: edge node %s/%s online (bdSeq %d)", self.group_id,
                      self.edge_node_id, self._bdseq)
 
@@ -412,6 +419,7 @@ class SparkplugSink(Sink):
 
     def _connection_down(self) -> None:
         self._connected = False
+        self._first_answer.set()
         self._live = False
         self._ready.clear()
         self._published.clear()
@@ -572,6 +580,7 @@ class SparkplugSink(Sink):
 
     def _connect_failed(self, message: str, level: int) -> None:
         """The first failure of an outage at `level`, repeats (every 1-30 s) at debug."""
+        self._call(self._first_answer.set)
         self._connect_failures += 1
         if self._connect_failures == 1:
             log.log(level, "sparkplug: %s (retrying every 1-30 s)", message)
