@@ -167,7 +167,7 @@ async def test_server_not_running_raises_sink_error_at_once(api: str,
         started = time.monotonic()
         with pytest.raises(SinkError, match="unreachable"):
             await sink.send([reading("p", "t", 1.0, utc_now())])
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # not the 5 s timeout
         assert not sink.connected
     assert counters.get("gateway_sink_failures_total", sink="influxdb") == 1
 
@@ -181,7 +181,7 @@ async def test_server_that_never_answers_fails_within_the_timeout(api: str,
         started = time.monotonic()
         with pytest.raises(SinkError):
             await sink.send([reading("p", "t", 1.0, utc_now())])
-        assert 0.4 < time.monotonic() - started < 2.0
+        assert 0.4 < time.monotonic() - started < 5.0  # the 500 ms, not the default 10 s
 
 
 async def test_sink_recovers_after_the_database_restarts(
